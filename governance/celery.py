@@ -1,0 +1,17 @@
+import os
+
+from celery import Celery
+from celery.schedules import crontab
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+
+app = Celery("causeway")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    # Sweep traces whose debounce task was lost (worker restart) so none stays pending.
+    "traces-sweep-quiet": {"task": "traces.sweep_quiet", "schedule": 30.0},
+    # Retention: delete spans past each project's retention, in bounded batches.
+    "traces-retention": {"task": "traces.retention", "schedule": crontab(minute="*/10")},
+}

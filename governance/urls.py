@@ -1,0 +1,39 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from governance import views as gviews
+from governance.api import views as gapi
+from traces import api as tapi
+from traces import views as tviews
+from traces.views_otlp import otlp_traces
+
+api = [
+    path("projects/", gapi.ProjectListApi.as_view()),
+    path("projects/<slug:slug>/ingest-keys/", gapi.IngestKeyListApi.as_view()),
+    path("projects/<slug:slug>/ingest-keys/<int:key_id>/revoke/", gapi.IngestKeyRevokeApi.as_view()),
+    path("projects/<slug:slug>/members/", gapi.MemberListApi.as_view()),
+    path("projects/<slug:slug>/members/<str:username>/", gapi.MemberDetailApi.as_view()),
+    path("projects/<slug:slug>/audit/", gapi.AuditListApi.as_view()),
+    path("traces/", tapi.TraceListApi.as_view()),
+    path("traces/<str:trace_id>/", tapi.TraceDetailApi.as_view()),
+]
+
+urlpatterns = [
+    path("v1/traces", otlp_traces),
+    path("api/v1/", include(api)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("", gviews.home, name="home"),
+    path("p/<slug:slug>/traces/", tviews.trace_list, name="trace-list"),
+    path("p/<slug:slug>/traces/<str:trace_id>/", tviews.trace_detail, name="trace-detail"),
+    path("p/<slug:slug>/keys/", gviews.ingest_keys, name="ingest-keys"),
+    path("p/<slug:slug>/keys/new/", gviews.ingest_key_new, name="ingest-key-new"),
+    path("p/<slug:slug>/keys/<int:key_id>/revoke/", gviews.ingest_key_revoke_view, name="ingest-key-revoke"),
+    path("p/<slug:slug>/members/", gviews.members, name="members"),
+    path("p/<slug:slug>/audit/", gviews.audit_log, name="audit"),
+]

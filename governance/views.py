@@ -1,0 +1,105 @@
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from governance.models import IngestKey, Membership, Role
+from governance.selectors import audit_for_project, members_for_project, projects_for_user
+from governance.services import (
+    PermissionDenied, client_address, ingest_key_create, ingest_key_revoke, member_remove, member_set_role, membership_get,
+)
+
+
+def page_project(request, slug):
+    """The project and the person's membership, or 404: other projects do not exist for them."""
+    project = projects_for_user(user=request.user).filter(slug=slug).first()
+    if project is None:
+        raise Http404("no such project")
+    request.membership = membership_get(user=request.user, project=project)
+    return project
+
+
+@login_required
+def home(request):
+    project = projects_for_user(user=request.user).first()
+    if project is None:
+        return render(request, "governance/no_project.html")
+    return redirect("trace-list", slug=project.slug)
+
+
+@login_required
+def ingest_keys(request, slug):
+    project = page_project(request, slug)
+    new_key = request.session.pop("new_ingest_key", None)
+    return render(request, "governance/keys.html", {
+        "project": project, "keys": project.ingest_keys.all(), "new_key": new_key,
+        "can_admin": request.membership.allows(Role.ADMIN),
+    })
+
+
+@login_required
+@require_POST
+def ingest_key_new(request, slug):
+    project = page_project(request, slug)
+    try:
+        _, raw = ingest_key_create(project=project, name=request.POST.get("name", "").strip()[:100], actor=request.user,
+                                   address=client_address(request))
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+        return redirect("ingest-keys", slug=slug)
+    # Shown once, on the next page load, then gone from the session.
+    request.session["new_ingest_key"] = raw
+    return redirect("ingest-keys", slug=slug)
+
+
+@login_required
+@require_POST
+def ingest_key_revoke_view(request, slug, key_id):
+    project = page_project(request, slug)
+    key = get_object_or_404(IngestKey, project=project, pk=key_id)
+    try:
+        ingest_key_revoke(key=key, actor=request.user, address=client_address(request))
+        messages.success(request, f"Key {key.name} revoked.")
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    return redirect("ingest-keys", slug=slug)
+
+
+@login_required
+def members(request, slug):
+    project = page_project(request, slug)
+    if request.method == "POST":
+        try:
+            if request.POST.get("remove"):
+                membership = get_object_or_404(Membership, project=project, user__username=request.POST["remove"])
+                member_remove(membership=membership, actor=request.user, address=client_address(request))
+                messages.success(request, f"{request.POST['remove']} removed.")
+            else:
+                user = get_user_model().objects.filter(username=request.POST.get("username", "").strip()).first()
+                if user is None:
+                    messages.error(request, "No user with that name.")
+                elif request.POST.get("role") not in Role.values:
+                    messages.error(request, "Choose a role.")
+                else:
+                    member_set_role(project=project, user=user, role=request.POST["role"], actor=request.user,
+                                    address=client_address(request))
+                    messages.success(request, f"{user.username} is now {request.POST['role']}.")
+        except PermissionDenied as exc:
+            messages.error(request, str(exc))
+        return redirect("members", slug=slug)
+    return render(request, "governance/members.html", {
+        "project": project, "members": members_for_project(project=project), "roles": Role.values,
+        "can_admin": request.membership.allows(Role.ADMIN),
+    })
+
+
+@login_required
+def audit_log(request, slug):
+    project = page_project(request, slug)
+    if not request.membership.allows(Role.ADMIN):
+        raise Http404("the audit log is for admins")
+    page = Paginator(audit_for_project(project=project), 50).get_page(request.GET.get("page"))
+    return render(request, "governance/audit.html", {"project": project, "page": page})

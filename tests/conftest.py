@@ -1,0 +1,124 @@
+"""Named people and projects built in code, a real Celery worker, a real browser.
+
+alice is admin of "acme", bob a viewer of "acme", charlie admin of "globex".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from governance.models import Membership, Project, Role
+from governance.services import ingest_key_create
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def make_user(username: str, project: Project | None = None, role: str = Role.VIEWER):
+    user = get_user_model().objects.create_user(username=username, password=f"{username}-password")
+    if project is not None:
+        Membership.objects.create(user=user, project=project, role=role)
+    return user
+
+
+@pytest.fixture
+def acme(db):
+    return Project.objects.create(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def globex(db):
+    return Project.objects.create(name="Globex", slug="globex")
+
+
+@pytest.fixture
+def alice(acme):
+    return make_user("alice", acme, Role.ADMIN)
+
+
+@pytest.fixture
+def bob(acme):
+    return make_user("bob", acme, Role.VIEWER)
+
+
+@pytest.fixture
+def charlie(globex):
+    return make_user("charlie", globex, Role.ADMIN)
+
+
+@pytest.fixture
+def acme_key(acme):
+    return ingest_key_create(project=acme, name="acme agents", check_role=False)[1]
+
+
+@pytest.fixture
+def globex_key(globex):
+    return ingest_key_create(project=globex, name="globex agents", check_role=False)[1]
+
+
+def api_as(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture(scope="session")
+def celery_app_configured():
+    from governance.celery import app
+
+    return app
+
+
+@pytest.fixture
+def celery_worker(transactional_db, celery_app_configured):
+    """A real Celery worker on the configured broker (Redis in CI), in a thread of this process."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(celery_app_configured, pool="solo", perform_ping_check=False, shutdown_timeout=30) as worker:
+        yield worker
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test.sh does, as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def log_in(page, live_server, username: str):
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", f"{username}-password")
+    page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _clean_broker_dir():
+    from django.conf import settings
+
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        shutil.rmtree(settings.BROKER_DIR / "queue", ignore_errors=True)
+        (settings.BROKER_DIR / "queue").mkdir(parents=True, exist_ok=True)
+    yield

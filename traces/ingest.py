@@ -1,0 +1,131 @@
+"""Storing decoded spans: one transaction, a batch insert, summaries updated.
+
+A retried batch stores nothing twice: the trace rows of the batch are locked
+first (in trace id order, so concurrent requests cannot deadlock), then the
+spans already stored are skipped. Every writer of a trace holds its row lock,
+so that check cannot race.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from traces.models import Span, Trace, member_text
+from traces.records import STATUS_ERROR, SpanRecord
+
+SPAN_COLUMNS = (
+    "project_id", "trace_id", "span_id", "parent_span_id", "name", "kind",
+    "service_name", "service_version", "instance_id", "agent", "thread_id",
+    "start_ns", "end_ns", "duration_ns", "status_code", "status_message",
+    "state_key", "state_op", "state_version", "state_base_version", "state_conflict",
+    "idempotency_key", "idempotency_outcome", "lock_name", "lock_fencing_token",
+    "attributes", "events", "links", "resource_attributes",
+    "scope_name", "scope_version", "resource_schema_url", "scope_schema_url",
+)
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
+def _rows(project_id: int, spans: list[SpanRecord]):
+    resource_json: dict[int, str] = {}  # spans of one resource share its dict
+    for s in spans:
+        resource = resource_json.get(id(s.resource_attributes))
+        if resource is None:
+            resource = resource_json[id(s.resource_attributes)] = _dumps(s.resource_attributes)
+        yield (
+            project_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind,
+            s.service_name, s.service_version, s.instance_id, s.agent, s.thread_id,
+            s.start_ns, s.end_ns, s.end_ns - s.start_ns, s.status_code, s.status_message,
+            s.state_key, s.state_op, s.state_version, s.state_base_version, s.state_conflict,
+            s.idempotency_key, s.idempotency_outcome, s.lock_name, s.lock_fencing_token,
+            _dumps(s.attributes),
+            _dumps(s.events) if s.events else "[]",
+            _dumps([{"trace_id": l.trace_id, "span_id": l.span_id, "attributes": l.attributes} for l in s.links])
+            if s.links else "[]",
+            resource,
+            s.scope_name, s.scope_version, s.resource_schema_url, s.scope_schema_url,
+        )
+
+
+def _insert_spans(project_id: int, spans: list[SpanRecord]) -> None:
+    table = Span._meta.db_table
+    columns = ", ".join(SPAN_COLUMNS)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # COPY is the fastest way into PostgreSQL; duplicates were filtered under the trace locks.
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in _rows(project_id, spans):
+                    copy.write_row(row)
+        else:
+            placeholders = ", ".join(["%s"] * len(SPAN_COLUMNS))
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", list(_rows(project_id, spans)))
+
+
+def spans_store(*, project_id: int, spans: list[SpanRecord]) -> int:
+    """Store spans not stored before; returns how many were new."""
+    if not spans:
+        return 0
+    by_trace: dict[str, dict[str, SpanRecord]] = {}
+    for span in spans:
+        by_trace.setdefault(span.trace_id, {}).setdefault(span.span_id, span)
+    trace_ids = sorted(by_trace)
+    now = timezone.now()
+    with transaction.atomic():
+        Trace.objects.bulk_create(
+            [Trace(project_id=project_id, trace_id=t, last_received_at=now) for t in trace_ids],
+            ignore_conflicts=True,
+        )
+        traces = list(
+            Trace.objects.select_for_update().filter(project_id=project_id, trace_id__in=trace_ids).order_by("trace_id")
+        )
+        stored = set(
+            Span.objects.filter(
+                project_id=project_id,
+                trace_id__in=trace_ids,
+                span_id__in={span_id for group in by_trace.values() for span_id in group},
+            ).values_list("trace_id", "span_id")
+        )
+        new_spans = [
+            span for trace_id in trace_ids for span_id, span in by_trace[trace_id].items()
+            if (trace_id, span_id) not in stored
+        ]
+        if not new_spans:
+            return 0
+        _insert_spans(project_id, new_spans)
+        changed = _summaries_update(traces, new_spans, now)
+        Trace.objects.bulk_update(
+            changed,
+            ["root_name", "root_span_id", "services", "agents", "span_count", "error_count",
+             "start_ns", "end_ns", "last_received_at", "state", "completed_at"],
+        )
+    return len(new_spans)
+
+
+def _summaries_update(traces: list[Trace], new_spans: list[SpanRecord], now) -> list[Trace]:
+    by_id = {t.trace_id: t for t in traces}
+    grouped: dict[str, list[SpanRecord]] = {}
+    for span in new_spans:
+        grouped.setdefault(span.trace_id, []).append(span)
+    changed = []
+    for trace_id, group in grouped.items():
+        trace = by_id[trace_id]
+        first = trace.span_count == 0
+        start = min(s.start_ns for s in group)
+        end = max(s.end_ns for s in group)
+        trace.start_ns = start if first else min(trace.start_ns, start)
+        trace.end_ns = end if first else max(trace.end_ns, end)
+        trace.span_count += len(group)
+        trace.error_count += sum(1 for s in group if s.status_code == STATUS_ERROR)
+        trace.services = member_text(trace.service_list + [s.service_name for s in group])
+        trace.agents = member_text(trace.agent_list + [s.agent for s in group])
+        root = next((s for s in group if not s.parent_span_id), None)
+        if root is not None and not trace.root_span_id:
+            trace.root_name, trace.root_span_id = root.name, root.span_id
+        trace.last_received_at = now
+        # New spans reopen a completed trace, so analysis sees them once it is quiet again.
+        trace.state = Trace.State.OPEN
+        trace.completed_at = None
+        changed.append(trace)
+    return changed

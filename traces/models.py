@@ -1,0 +1,102 @@
+from django.db import models
+from django.db.models import Q
+
+from governance.models import Project
+
+
+class Span(models.Model):
+    """One stored span. Columns for what the product filters on, the spec's
+    concurrency attributes typed, everything else kept whole as JSON."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    trace_id = models.CharField(max_length=32)
+    span_id = models.CharField(max_length=16)
+    parent_span_id = models.CharField(max_length=16, blank=True)
+    name = models.CharField(max_length=512)
+    kind = models.SmallIntegerField()
+    service_name = models.CharField(max_length=256, blank=True)
+    service_version = models.CharField(max_length=128, blank=True)
+    instance_id = models.CharField(max_length=256, blank=True)
+    agent = models.CharField(max_length=256, blank=True)
+    thread_id = models.CharField(max_length=128, blank=True)
+    start_ns = models.BigIntegerField()
+    end_ns = models.BigIntegerField()
+    duration_ns = models.BigIntegerField()
+    status_code = models.SmallIntegerField()
+    status_message = models.TextField(blank=True)
+    state_key = models.CharField(max_length=512, blank=True)
+    state_op = models.CharField(max_length=8, blank=True)
+    state_version = models.BigIntegerField(null=True)
+    state_base_version = models.BigIntegerField(null=True)
+    state_conflict = models.BooleanField(default=False)
+    idempotency_key = models.CharField(max_length=512, blank=True)
+    idempotency_outcome = models.CharField(max_length=16, blank=True)
+    lock_name = models.CharField(max_length=512, blank=True)
+    lock_fencing_token = models.BigIntegerField(null=True)
+    attributes = models.JSONField(default=dict)
+    events = models.JSONField(default=list)
+    links = models.JSONField(default=list)
+    resource_attributes = models.JSONField(default=dict)
+    scope_name = models.CharField(max_length=256, blank=True)
+    scope_version = models.CharField(max_length=128, blank=True)
+    resource_schema_url = models.CharField(max_length=512, blank=True)
+    scope_schema_url = models.CharField(max_length=512, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "trace_id", "span_id"], name="span_unique_per_trace"),
+        ]
+        indexes = [
+            models.Index(fields=["project", "start_ns"], name="span_project_start"),
+            models.Index(fields=["project", "name"], name="span_project_name"),
+            models.Index(fields=["project", "state_key", "start_ns"], name="span_state_key", condition=~Q(state_key="")),
+            models.Index(fields=["project", "idempotency_key"], name="span_idem_key", condition=~Q(idempotency_key="")),
+            models.Index(fields=["project", "lock_name"], name="span_lock_name", condition=~Q(lock_name="")),
+        ]
+
+
+class Trace(models.Model):
+    """Summary of one trace, kept up to date on ingest."""
+
+    class State(models.TextChoices):
+        OPEN = "open"  # spans arriving; a settle task is queued
+        COMPLETE = "complete"  # quiet for the quiet period and handed on
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    trace_id = models.CharField(max_length=32)
+    root_name = models.CharField(max_length=512, blank=True)
+    root_span_id = models.CharField(max_length=16, blank=True)
+    # "|a|b|" so one portable LIKE finds a member on SQLite and PostgreSQL alike.
+    services = models.TextField(blank=True, default="")
+    agents = models.TextField(blank=True, default="")
+    span_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    start_ns = models.BigIntegerField(default=0)
+    end_ns = models.BigIntegerField(default=0)
+    last_received_at = models.DateTimeField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "trace_id"], name="trace_unique")]
+        indexes = [
+            models.Index(fields=["project", "-start_ns"], name="trace_project_start"),
+            models.Index(fields=["state", "last_received_at"], name="trace_state_received"),
+        ]
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    @property
+    def service_list(self) -> list[str]:
+        return [s for s in self.services.split("|") if s]
+
+    @property
+    def agent_list(self) -> list[str]:
+        return [a for a in self.agents.split("|") if a]
+
+
+def member_text(values) -> str:
+    values = sorted(set(values) - {""})
+    return "|" + "|".join(values) + "|" if values else ""

@@ -1,0 +1,65 @@
+"""The OTLP receiver shared by HTTP and gRPC: authenticate, decode, store.
+
+Outcomes map to HTTP statuses and gRPC codes in one table so both transports
+answer the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+from governance.services import IngestKeyRevoked, IngestKeyUnknown, ingest_key_authenticate
+from traces.ingest import spans_store
+from traces.otlp import spans_from_request
+
+
+@dataclass
+class IngestFailure(Exception):
+    http_status: int
+    grpc_code: int  # google.rpc.Code
+    message: str
+    retry_after: int | None = None
+
+
+# google.rpc.Code values
+INVALID_ARGUMENT, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, UNAUTHENTICATED = 3, 7, 8, 14, 16
+UNIMPLEMENTED = 12
+
+
+def bearer_key(header_value: str) -> str:
+    value = (header_value or "").strip()
+    if value.lower().startswith("bearer "):
+        return value[7:].strip()
+    return value
+
+
+def ingest_key_check(raw_key: str):
+    if not raw_key:
+        raise IngestFailure(401, UNAUTHENTICATED, "missing ingest key: send 'Authorization: Bearer <key>'")
+    try:
+        return ingest_key_authenticate(raw_key)
+    except IngestKeyUnknown:
+        raise IngestFailure(401, UNAUTHENTICATED, "unknown ingest key") from None
+    except IngestKeyRevoked:
+        raise IngestFailure(403, PERMISSION_DENIED, "this ingest key was revoked") from None
+    except (OperationalError, InterfaceError) as exc:
+        raise _unavailable(exc) from None
+
+
+def _unavailable(exc) -> IngestFailure:
+    return IngestFailure(503, UNAVAILABLE, f"storage is unavailable, retry later ({type(exc).__name__})", retry_after=5)
+
+
+def export(project_id: int, request) -> tuple[int, str]:
+    """Store a decoded ExportTraceServiceRequest; returns (rejected spans, why)."""
+    batch = spans_from_request(request)
+    try:
+        spans_store(project_id=project_id, spans=batch.spans)
+    except (OperationalError, InterfaceError) as exc:
+        raise _unavailable(exc) from None
+    except DatabaseError as exc:
+        # Values the database refuses (e.g. a NUL byte in a string) reject the whole request.
+        raise IngestFailure(400, INVALID_ARGUMENT, f"spans could not be stored: {exc}".splitlines()[0]) from None
+    return batch.rejected, batch.message

@@ -1,0 +1,75 @@
+"""Celery tasks for traces: the quiet-trace sweep (debounce) and retention."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from governance.models import Project
+from traces.models import Span, Trace
+
+log = logging.getLogger(__name__)
+SWEEP_BATCH = 500
+
+
+def quiet_traces_claim(*, quiet_seconds: float, limit: int = SWEEP_BATCH) -> dict[int, list[str]]:
+    """Mark traces complete once no span arrived for `quiet_seconds`; returns them by project.
+
+    Rows are claimed under a row lock (skipping rows another sweeper holds), so
+    two sweepers never hand on one trace twice.
+    """
+    cutoff = timezone.now() - timedelta(seconds=quiet_seconds)
+    claimed: dict[int, list[str]] = {}
+    with transaction.atomic():
+        rows = list(
+            Trace.objects.select_for_update(skip_locked=True)
+            .filter(state=Trace.State.OPEN, last_received_at__lte=cutoff)
+            .order_by("last_received_at")
+            .values_list("pk", "project_id", "trace_id")[:limit]
+        )
+        if not rows:
+            return claimed
+        Trace.objects.filter(pk__in=[pk for pk, _, _ in rows], state=Trace.State.OPEN).update(
+            state=Trace.State.COMPLETE, completed_at=timezone.now()
+        )
+        for _, project_id, trace_id in rows:
+            claimed.setdefault(project_id, []).append(trace_id)
+    return claimed
+
+
+@shared_task(name="traces.sweep_quiet", time_limit=60, expires=30)
+def sweep_quiet() -> int:
+    """Hand on traces that turned quiet. Beat runs it every few seconds."""
+    claimed = quiet_traces_claim(quiet_seconds=settings.TRACE_QUIET_SECONDS)
+    for project_id, trace_ids in claimed.items():
+        traces_completed(project_id, trace_ids)
+    return sum(len(ids) for ids in claimed.values())
+
+
+def traces_completed(project_id: int, trace_ids: list[str]) -> None:
+    """What happens when traces turn quiet. Analysis hooks in here."""
+    log.info("project %s: %d trace(s) complete", project_id, len(trace_ids))
+
+
+@shared_task(name="traces.retention", time_limit=600, expires=600)
+def retention(max_seconds: float = 60.0) -> int:
+    """Delete spans and trace summaries older than each project's retention, in bounded batches."""
+    deadline = time.monotonic() + max_seconds
+    deleted = 0
+    for project in Project.objects.all():
+        cutoff_ns = int((timezone.now() - timedelta(days=project.retention_days)).timestamp() * 1e9)
+        while time.monotonic() < deadline:
+            ids = list(
+                Span.objects.filter(project=project, start_ns__lt=cutoff_ns).values_list("pk", flat=True)[: settings.RETENTION_BATCH]
+            )
+            if not ids:
+                break
+            deleted += Span.objects.filter(pk__in=ids).delete()[0]
+        Trace.objects.filter(project=project, end_ns__lt=cutoff_ns, state=Trace.State.COMPLETE).delete()
+    return deleted
