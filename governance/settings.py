@@ -9,18 +9,16 @@ from pathlib import Path
 
 import dj_database_url
 
-from governance.env import SettingError, env_bool, env_float, env_int, env_list, env_str
+from governance.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("CAUSEWAY_DATA_DIR", str(BASE_DIR / "data")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise SettingError("SECRET_KEY must be set when DEBUG is false")
-    SECRET_KEY = "insecure-debug-only-key"
+# Required when DEBUG is false: the web process refuses to start without it
+# (governance/wsgi.py); offline commands such as check_traces need none.
+SECRET_KEY = env_str("SECRET_KEY") or ("insecure-debug-only-key" if DEBUG else "")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 

@@ -22,6 +22,7 @@ api = [
 
 urlpatterns = [
     path("v1/traces", otlp_traces),
+    path("v1/traces/", otlp_traces),  # some exporters are configured with a trailing slash
     path("api/v1/", include(api)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

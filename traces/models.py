@@ -100,3 +100,50 @@ class Trace(models.Model):
 def member_text(values) -> str:
     values = sorted(set(values) - {""})
     return "|" + "|".join(values) + "|" if values else ""
+
+
+class Finding(models.Model):
+    """A concurrency finding as the analysis core reports it, stored once (by fingerprint)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        ACKNOWLEDGED = "acknowledged"
+        WITHDRAWN = "withdrawn"  # late spans showed it was not a finding (e.g. an orphan's parent arrived)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=32)
+    key = models.CharField(max_length=512, blank=True)
+    trace_ids = models.JSONField(default=list)
+    span_ids = models.JSONField(default=list)
+    agents = models.TextField(blank=True, default="")  # "|a|b|", see member_text
+    detail = models.TextField()
+    fingerprint = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    first_ns = models.BigIntegerField(default=0, help_text="start of the earliest span involved")
+    created_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "fingerprint"], name="finding_once")]
+        indexes = [
+            models.Index(fields=["project", "kind", "-first_ns"], name="finding_kind"),
+            models.Index(fields=["project", "key"], name="finding_key"),
+            models.Index(fields=["project", "status", "-first_ns"], name="finding_status"),
+        ]
+
+    @property
+    def agent_list(self) -> list[str]:
+        return [a for a in self.agents.split("|") if a]
+
+
+class FindingSpan(models.Model):
+    """Which spans a finding involves, to find a trace's findings and traces by finding kind."""
+
+    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="spans")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    trace_id = models.CharField(max_length=32)
+    span_id = models.CharField(max_length=16)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "trace_id"], name="finding_span_trace")]

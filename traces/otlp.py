@@ -23,6 +23,7 @@ from traces.records import Link, SpanRecord, concurrency_fields, derive_identity
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
+PROTOBUF_ALIASES = (PROTOBUF, "application/protobuf")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
@@ -64,7 +65,7 @@ def decode_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     """Parse an ExportTraceServiceRequest from protobuf or OTLP/JSON."""
     kind = media_type(content_type)
     request = ExportTraceServiceRequest()
-    if kind == PROTOBUF:
+    if kind in PROTOBUF_ALIASES:
         try:
             request.ParseFromString(body)
         except DecodeError as exc:

@@ -53,8 +53,16 @@ def sweep_quiet() -> int:
 
 
 def traces_completed(project_id: int, trace_ids: list[str]) -> None:
-    """What happens when traces turn quiet. Analysis hooks in here."""
-    log.info("project %s: %d trace(s) complete", project_id, len(trace_ids))
+    """Traces turned quiet: analyse them once this transaction's claim is visible."""
+    for start in range(0, len(trace_ids), 100):
+        analyse_traces.delay(project_id, trace_ids[start:start + 100])
+
+
+@shared_task(name="traces.analyse", time_limit=600, acks_late=True)
+def analyse_traces(project_id: int, trace_ids: list[str]) -> int:
+    from traces.services import findings_update
+
+    return findings_update(project_id=project_id, trace_ids=trace_ids)
 
 
 @shared_task(name="traces.retention", time_limit=600, expires=600)

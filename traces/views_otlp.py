@@ -5,7 +5,7 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from google.rpc.status_pb2 import Status
 
-from traces.otlp import JSON, PROTOBUF, BodyTooLarge, OtlpDecodeError, decode_request, encode_response, export_response, inflate, media_type
+from traces.otlp import JSON, PROTOBUF, PROTOBUF_ALIASES, BodyTooLarge, OtlpDecodeError, decode_request, encode_response, export_response, inflate, media_type
 from traces.receiver import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED, IngestFailure, bearer_key, export, ingest_key_check
 
 
@@ -22,7 +22,11 @@ def _read_body(request, limit: int) -> bytes:
     declared = request.META.get("CONTENT_LENGTH")
     if declared and declared.isdigit() and int(declared) > limit:
         raise IngestFailure(413, RESOURCE_EXHAUSTED, f"body of {declared} bytes is over the limit of {limit}")
-    body = request.read(limit + 1)
+    if not declared and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        # Django reads a body without Content-Length as empty; gunicorn's input decodes chunked bodies.
+        body = request.environ["wsgi.input"].read(limit + 1)
+    else:
+        body = request.read(limit + 1)
     if len(body) > limit:
         raise IngestFailure(413, RESOURCE_EXHAUSTED, f"body is over the limit of {limit} bytes")
     return body
@@ -39,7 +43,7 @@ def otlp_traces(request):
             response = _status_response(failure, reply_type)
             response["Allow"] = "POST"
             return response
-        if kind not in (JSON, PROTOBUF):
+        if kind != JSON and kind not in PROTOBUF_ALIASES:
             raise IngestFailure(415, INVALID_ARGUMENT,
                                 f"unsupported content type {kind or '(none)'!r}: use application/x-protobuf or application/json")
         key = ingest_key_check(bearer_key(request.META.get("HTTP_AUTHORIZATION", "")))

@@ -1,0 +1,90 @@
+"""Analysis in the live product: load what new spans touch, analyse, store findings once."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.db import transaction
+from django.db.models import Q
+
+from governance.models import Project
+from traces.analysis import Finding as FoundFinding
+from traces.analysis import affected_scope, analyse
+from traces.models import Finding, FindingSpan, Span, member_text
+from traces.selectors import span_record
+
+
+def finding_fingerprint(found: FoundFinding) -> str:
+    text = "\x1f".join([found.kind, found.key, *found.span_ids])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _window_spans(project: Project, trace_ids: list[str]) -> list[Span]:
+    """The spans analysis needs for these traces: the traces themselves, every trace that
+    touches one of their keys, idempotency keys or locks within the project's window, and
+    the traces they link to."""
+    new_spans = list(Span.objects.filter(project=project, trace_id__in=trace_ids))
+    if not new_spans:
+        return []
+    scope = affected_scope([span_record(s) for s in new_spans])
+    window_ns = project.analysis_window_minutes * 60 * 1_000_000_000
+    low = min(s.start_ns for s in new_spans) - window_ns
+    high = max(s.end_ns for s in new_spans) + window_ns
+    touching = Q()
+    if scope.state_keys:
+        touching |= Q(state_key__in=scope.state_keys)
+    if scope.idempotency_keys:
+        touching |= Q(idempotency_key__in=scope.idempotency_keys)
+    if scope.lock_names:
+        touching |= Q(lock_name__in=scope.lock_names)
+    related = set(trace_ids) | set(scope.trace_ids)
+    if touching:
+        related |= set(
+            Span.objects.filter(touching, project=project, start_ns__gte=low, start_ns__lte=high)
+            .values_list("trace_id", flat=True).distinct()
+        )
+    return list(Span.objects.filter(project=project, trace_id__in=related))
+
+
+def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
+    """Analyse the traces that turned quiet; store new findings, withdraw revised ones. Returns new findings."""
+    project = Project.objects.get(pk=project_id)
+    spans = _window_spans(project, trace_ids)
+    if not spans:
+        return 0
+    records = [span_record(s) for s in spans]
+    trace_of = {s.span_id: s.trace_id for s in records}
+    start_of = {s.span_id: s.start_ns for s in records}
+    found = analyse(records)
+    fingerprints = {finding_fingerprint(f): f for f in found}
+    analysed = {s.span_id for s in records}
+    with transaction.atomic():
+        existing = set(
+            Finding.objects.filter(project=project, fingerprint__in=list(fingerprints)).values_list("fingerprint", flat=True)
+        )
+        fresh = [
+            Finding(project=project, kind=f.kind, key=f.key, trace_ids=list(f.trace_ids), span_ids=list(f.span_ids),
+                    agents=member_text(f.agents), detail=f.detail, fingerprint=fp,
+                    first_ns=min((start_of.get(s, 0) for s in f.span_ids), default=0))
+            for fp, f in fingerprints.items() if fp not in existing
+        ]
+        created = Finding.objects.bulk_create(fresh, ignore_conflicts=True)
+        stored = {f.fingerprint: f.pk for f in Finding.objects.filter(project=project, fingerprint__in=[f.fingerprint for f in created])}
+        FindingSpan.objects.bulk_create([
+            FindingSpan(finding_id=stored[f.fingerprint], project=project, trace_id=trace_of.get(span_id, ""), span_id=span_id)
+            for f in created if f.fingerprint in stored for span_id in f.span_ids
+        ])
+        _withdraw_revised(project, analysed, set(fingerprints), set(trace_ids))
+    return len(fresh)
+
+
+def _withdraw_revised(project: Project, analysed: set[str], still_found: set[str], trace_ids: set[str]) -> None:
+    """A finding about these traces whose spans were all analysed again and that is no longer found
+    was made before late spans arrived (an orphan whose parent came): withdraw it."""
+    candidates = Finding.objects.filter(
+        project=project, status__in=[Finding.Status.OPEN, Finding.Status.ACKNOWLEDGED],
+        pk__in=FindingSpan.objects.filter(project=project, trace_id__in=trace_ids).values("finding_id"),
+    ).exclude(fingerprint__in=still_found)
+    withdrawn = [f.pk for f in candidates if set(f.span_ids) <= analysed]
+    if withdrawn:
+        Finding.objects.filter(pk__in=withdrawn).update(status=Finding.Status.WITHDRAWN)
