@@ -1,13 +1,18 @@
 import os
 
-from django.core.wsgi import get_wsgi_application
+from django.core.exceptions import ImproperlyConfigured
 
 from governance.env import SettingError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
-application = get_wsgi_application()
 
 from django.conf import settings  # noqa: E402
 
-if not settings.SECRET_KEY:
-    raise SettingError("SECRET_KEY must be set when DEBUG is false")
+try:
+    settings.SECRET_KEY
+except ImproperlyConfigured:
+    raise SettingError("SECRET_KEY must be set when DEBUG is false") from None
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+
+application = get_wsgi_application()
