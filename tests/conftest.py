@@ -9,58 +9,72 @@ import os
 import shutil
 
 import pytest
-from django.contrib.auth import get_user_model
-from rest_framework.test import APIClient
 
-from governance.models import Membership, Project, Role
-from governance.services import ingest_key_create
-
+# Django is imported inside the fixtures, so the pure-core tests also run with `-p no:django`.
 CHROMIUM = "/usr/bin/chromium"
 
 
-def make_user(username: str, project: Project | None = None, role: str = Role.VIEWER):
+def make_user(username: str, project=None, role: str = "viewer"):
+    from django.contrib.auth import get_user_model
+
+    from governance.models import Membership
+
     user = get_user_model().objects.create_user(username=username, password=f"{username}-password")
     if project is not None:
         Membership.objects.create(user=user, project=project, role=role)
     return user
 
 
+def make_project(name: str):
+    from governance.models import Project
+
+    return Project.objects.create(name=name, slug=name.lower())
+
+
+def make_key(project) -> str:
+    from governance.services import ingest_key_create
+
+    return ingest_key_create(project=project, name=f"{project.slug} agents", check_role=False)[1]
+
+
 @pytest.fixture
 def acme(db):
-    return Project.objects.create(name="Acme", slug="acme")
+    return make_project("Acme")
 
 
 @pytest.fixture
 def globex(db):
-    return Project.objects.create(name="Globex", slug="globex")
+    return make_project("Globex")
 
 
 @pytest.fixture
 def alice(acme):
-    return make_user("alice", acme, Role.ADMIN)
+    return make_user("alice", acme, "admin")
 
 
 @pytest.fixture
 def bob(acme):
-    return make_user("bob", acme, Role.VIEWER)
+    return make_user("bob", acme, "viewer")
 
 
 @pytest.fixture
 def charlie(globex):
-    return make_user("charlie", globex, Role.ADMIN)
+    return make_user("charlie", globex, "admin")
 
 
 @pytest.fixture
 def acme_key(acme):
-    return ingest_key_create(project=acme, name="acme agents", check_role=False)[1]
+    return make_key(acme)
 
 
 @pytest.fixture
 def globex_key(globex):
-    return ingest_key_create(project=globex, name="globex agents", check_role=False)[1]
+    return make_key(globex)
 
 
-def api_as(user) -> APIClient:
+def api_as(user):
+    from rest_framework.test import APIClient
+
     client = APIClient()
     client.force_authenticate(user)
     return client

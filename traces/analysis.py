@@ -1,0 +1,1095 @@
+"""The analysis core: spec v1 happens-before, findings, critical path and clock skew.
+
+Plain Python over `traces.records.SpanRecord`, no Django import, so the Celery
+tasks, `check_traces` and the views share one implementation.
+
+How the happens-before (HB) graph is decided, in short (docs/concurrency.md has
+the long version):
+
+- Every span has two events, start and end; node `2*i` is start(i), `2*i+1` is
+  end(i). The spec's edges are added between them, through a few helper nodes
+  that stand for "every end up to here" so that program order and lock order
+  cost a number of edges linear in the spans rather than quadratic.
+- Access spans (`state.key` with an op) are split per program-order chain into
+  *lanes*: runs of accesses where each ends before the next starts, so each run
+  is totally ordered by program order alone. A vector clock over lanes, packed
+  into one Python int (one bit field per lane, joined with a SWAR maximum), is
+  propagated over the graph in topological order (Kahn; strongly connected
+  components, which only malformed timestamps create, are merged).
+- "a happened-before b" for two spans means end(a) ->* start(b). An access a
+  in lane c at position p happened-before a node e exactly when the lane-c field
+  of e's clock is at least p. Per state key the writes are then walked in
+  topological order, keeping the antichain of latest writes, so a key whose
+  writes are totally ordered costs O(1) per write; stale reads look up, per
+  lane, the newest write at or below the read's clock field.
+
+Races are decided by causality only: no edge compares timestamps of two process
+clocks, so shifting one clock changes no lost_update, write_race or
+stale_read finding. The findings are a function of the set of spans.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from traces.records import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, SpanRecord
+
+KINDS = (
+    "lost_update",
+    "write_race",
+    "stale_read",
+    "duplicate_side_effect",
+    "lock_overlap",
+    "causality_violation",
+    "orphan_span",
+)
+_KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
+RACE_KINDS = ("lost_update", "write_race", "stale_read")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One finding, as the spec's Findings table defines it."""
+
+    kind: str  # one of KINDS
+    key: str  # state key, idempotency key or lock name; "" for causality_violation/orphan_span
+    trace_ids: tuple[str, ...]  # sorted, unique
+    span_ids: tuple[str, ...]  # pairs: ordered by (trace_id, span_id); stale_read: (read, newest write)
+    agents: tuple[str, ...]  # sorted, unique
+    detail: str  # one readable line
+
+    def as_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "trace_ids": list(self.trace_ids),
+            "span_ids": list(self.span_ids),
+            "agents": list(self.agents),
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a batch of new spans touches; see `affected_scope`."""
+
+    trace_ids: frozenset[str] = frozenset()
+    state_keys: frozenset[str] = frozenset()
+    idempotency_keys: frozenset[str] = frozenset()
+    lock_names: frozenset[str] = frozenset()
+    chains: frozenset[str] = frozenset()
+
+
+# ---------------------------------------------------------------------------
+# The spans, indexed
+
+
+def _copy_rank(s: SpanRecord) -> tuple:
+    # Two copies of one span id (a batch retried with changes): the later-ending copy wins,
+    # whatever the arrival order.
+    return (s.end_ns, s.start_ns, s.status_code, s.name, s.parent_span_id, s.kind, s.clock, s.chain)
+
+
+class _Spans:
+    """The analysed spans, deduplicated by (trace_id, span_id), as parallel columns."""
+
+    __slots__ = ("recs", "n", "index", "st", "en", "parent", "clock", "end_key", "start_key")
+
+    def __init__(self, spans: Iterable[SpanRecord]):
+        index: dict[tuple[str, str], int] = {}
+        recs: list[SpanRecord] = []
+        for s in spans:
+            k = (s.trace_id, s.span_id)
+            i = index.get(k)
+            if i is None:
+                index[k] = len(recs)
+                recs.append(s)
+            elif _copy_rank(s) > _copy_rank(recs[i]):
+                recs[i] = s
+        self.recs = recs
+        self.n = len(recs)
+        self.index = index
+        self.st = [s.start_ns for s in recs]
+        self.en = [s.end_ns for s in recs]
+        self.clock = [s.clock for s in recs]
+        # Event order within one instant (see _time_order): ends of spans with a duration,
+        # starts of zero-length spans, their ends, then the other starts.
+        self.end_key = [(e << 1) | (b == e) for b, e in zip(self.st, self.en)]
+        self.start_key = [(b << 1) | (b != e) for b, e in zip(self.st, self.en)]
+        get = index.get
+        self.parent = [get((s.trace_id, s.parent_span_id), -1) if s.parent_span_id else -1 for s in recs]
+
+    def ordered(self, idxs) -> list[int]:
+        recs = self.recs
+        return sorted(set(idxs), key=lambda i: (recs[i].trace_id, recs[i].span_id))
+
+    def lock_names_above(self, i: int, cache: dict) -> frozenset:
+        """Lock names of the critical sections span i is inside (itself or an ancestor)."""
+        got = cache.get(i)
+        if got is not None:
+            return got
+        names = set()
+        seen = set()
+        j = i
+        while j >= 0 and j not in seen:
+            seen.add(j)
+            name = self.recs[j].lock_name
+            if name:
+                names.add(name)
+            j = self.parent[j]
+        got = cache[i] = frozenset(names)
+        return got
+
+
+def _is_access(s: SpanRecord) -> bool:
+    return bool(s.state_key) and s.state_op in ("read", "write")
+
+
+# ---------------------------------------------------------------------------
+# The happens-before graph
+
+
+class _Graph:
+    """Event nodes 2*i (start) and 2*i+1 (end), plus helper nodes from 2*n on.
+
+    Edges start(i) -> end(i) and end(child) -> end(parent) for synchronous children are
+    implicit (see `sync_parent`); every other edge is in `succ`.
+    """
+
+    __slots__ = ("n", "succ", "indeg", "sync_parent")
+
+    def __init__(self, n: int):
+        self.n = n
+        self.succ: list = [None] * (2 * n)
+        self.indeg = [0] * (2 * n)
+        for i in range(n):
+            self.indeg[2 * i + 1] = 1
+        self.sync_parent = [-1] * n
+
+    def new_node(self) -> int:
+        self.succ.append(None)
+        self.indeg.append(0)
+        return len(self.succ) - 1
+
+    def add(self, u: int, v: int) -> None:
+        lst = self.succ[u]
+        if lst is None:
+            self.succ[u] = [v]
+        else:
+            lst.append(v)
+        self.indeg[v] += 1
+
+
+def _time_order(g: _Graph, starts: list[int], ends: list[int], sp: _Spans) -> None:
+    """Edges end(a) -> start(b) for every a in `ends`, b in `starts`, a != b, en[a] <= st[b].
+
+    Through helper nodes standing for "all ends so far"; when the span whose end comes
+    next was itself started after everything in the current set, its end alone stands for
+    the set (a thread running one span after another costs one edge per span).
+    """
+    if not starts or not ends:
+        return
+    st, en = sp.st, sp.en
+    # Within one instant: ends of spans with a duration, starts of zero-length spans, their
+    # ends, then the other starts; so a zero-length span never precedes itself.
+    ends = sorted(ends, key=sp.end_key.__getitem__)
+    starts = sorted(starts, key=sp.start_key.__getitem__)
+    succ, indeg = g.succ, g.indeg
+    cur = -1  # the node standing for every end processed so far
+    ver = 0
+    open_helper = False  # cur is a helper node no start has read yet
+    fed: dict[int, int] = {}
+    j = 0
+    m = len(ends)
+    zero_at: dict[int, list[int]] = {}
+    for b in starts:
+        t = st[b]
+        zb = t == en[b]
+        while j < m:
+            a = ends[j]
+            ta = en[a]
+            if ta > t or (ta == t and zb and st[a] == ta):
+                break
+            j += 1
+            e = 2 * a + 1
+            if fed.get(a, -1) == ver:
+                cur = e
+                ver += 1
+                open_helper = False
+            elif open_helper:
+                lst = succ[e]
+                if lst is None:
+                    succ[e] = [cur]
+                else:
+                    lst.append(cur)
+                indeg[cur] += 1
+            else:
+                v = g.new_node()
+                if cur >= 0:
+                    succ[cur] = succ[cur] or []
+                    succ[cur].append(v)
+                    indeg[v] += 1
+                lst = succ[e]
+                if lst is None:
+                    succ[e] = [v]
+                else:
+                    lst.append(v)
+                indeg[v] += 1
+                cur = v
+                ver += 1
+                open_helper = True
+        if cur >= 0:
+            lst = succ[cur]
+            if lst is None:
+                succ[cur] = [2 * b]
+            else:
+                lst.append(2 * b)
+            indeg[2 * b] += 1
+            open_helper = False
+        fed[b] = ver
+        if zb:
+            zero_at.setdefault(t, []).append(b)
+    # Several zero-length spans at one instant: each one's end is <= the others' starts.
+    ends_set = None
+    for group in zero_at.values():
+        if len(group) > 1:
+            if ends_set is None:
+                ends_set = set(ends)
+            for a in group:
+                if a in ends_set:
+                    for b in group:
+                        if a != b:
+                            g.add(2 * a + 1, 2 * b)
+
+
+def _build_graph(sp: _Spans, accesses: list[int]) -> _Graph:
+    n = sp.n
+    recs, en, parent, clock = sp.recs, sp.en, sp.parent, sp.clock
+    g = _Graph(n)
+    succ, indeg, sync_parent = g.succ, g.indeg, g.sync_parent
+    chains: dict[str, list[int]] = defaultdict(list)
+    linked: list[int] = []
+    locked: list[int] = []
+    kinds = [s.kind for s in recs]
+    for i, s in enumerate(recs):
+        chains[s.chain].append(i)
+        p = parent[i]
+        if p >= 0 and p != i:
+            # 2. start(parent) -> start(child)
+            u = 2 * p
+            lst = succ[u]
+            if lst is None:
+                succ[u] = [2 * i]
+            else:
+                lst.append(2 * i)
+            indeg[2 * i] += 1
+            # ... and end(child) -> end(parent) when the child is synchronous
+            if (kinds[p] == KIND_CLIENT and kinds[i] == KIND_SERVER) or (
+                clock[p] == clock[i] and en[i] <= en[p]
+            ):
+                sync_parent[i] = p
+                indeg[2 * p + 1] += 1
+        if s.links:
+            linked.append(i)
+        if s.lock_name:
+            locked.append(i)
+    # 3. Program order on each chain.
+    for members in chains.values():
+        if len(members) > 1:
+            _time_order(g, members, members, sp)
+    # 4. Links: start(p) -> start(s).
+    index = sp.index
+    for i in linked:
+        for link in recs[i].links:
+            p = index.get((link.trace_id, link.span_id), -1)
+            if p >= 0 and p != i:
+                g.add(2 * p, 2 * i)
+    # 5. Reads-from: end(w) -> start(r) for w producing v, r observing v or based on v.
+    producers: dict[tuple[str, int], list[int]] = defaultdict(list)
+    consumers: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for i in accesses:
+        s = recs[i]
+        if s.state_op == "read":
+            if s.state_version is not None:
+                consumers[(s.state_key, s.state_version)].append(i)
+        else:
+            if s.state_base_version is not None:
+                consumers[(s.state_key, s.state_base_version)].append(i)
+            if s.state_version is not None and s.write_took_effect:
+                producers[(s.state_key, s.state_version)].append(i)
+    for kv, readers in consumers.items():
+        writers = producers.get(kv)
+        if writers:
+            _connect(g, writers, readers)
+    # 6. Locks.
+    by_lock: dict[str, list[int]] = defaultdict(list)
+    for i in locked:
+        by_lock[recs[i].lock_name].append(i)
+    for sections in by_lock.values():
+        tokens: dict[int, list[int]] = defaultdict(list)
+        by_clock: dict[str, list[int]] = defaultdict(list)
+        for i in sections:
+            t = recs[i].lock_fencing_token
+            if t is not None:
+                tokens[t].append(i)
+            by_clock[clock[i]].append(i)
+        ordered_tokens = sorted(tokens)
+        for t0, t1 in zip(ordered_tokens, ordered_tokens[1:]):
+            _connect(g, tokens[t0], tokens[t1])
+        for members in by_clock.values():
+            if len(members) < 2:
+                continue
+            untokened = [i for i in members if recs[i].lock_fencing_token is None]
+            if not untokened:
+                continue
+            tokened = [i for i in members if recs[i].lock_fencing_token is not None]
+            _time_order(g, untokened, members, sp)
+            _time_order(g, tokened, untokened, sp)
+    return g
+
+
+def _connect(g: _Graph, froms: list[int], tos: list[int]) -> None:
+    """end(a) -> start(b) for every a in froms, b in tos (a != b), through one helper if many-to-many."""
+    if len(froms) == 1 or len(tos) == 1:
+        for a in froms:
+            for b in tos:
+                if a != b:
+                    g.add(2 * a + 1, 2 * b)
+        return
+    if set(froms) & set(tos):
+        for a in froms:
+            for b in tos:
+                if a != b:
+                    g.add(2 * a + 1, 2 * b)
+        return
+    v = g.new_node()
+    for a in froms:
+        g.add(2 * a + 1, v)
+    for b in tos:
+        g.add(v, 2 * b)
+
+
+class _Clocks:
+    """Lane vector clocks at the start of every access span."""
+
+    __slots__ = ("lane", "lpos", "shift", "mask", "vc", "rank")
+
+    def field(self, x: int, lane: int) -> int:
+        return (x >> self.shift[lane]) & self.mask
+
+
+def _lanes(sp: _Spans, accesses: list[int]) -> tuple[list[int], list[int], int, int]:
+    """Split each chain's accesses into lanes whose members end before the next starts."""
+    recs, st, en = sp.recs, sp.st, sp.en
+    by_chain: dict[str, list[int]] = defaultdict(list)
+    for j, a in enumerate(accesses):
+        by_chain[recs[a].chain].append(j)
+    lane = [0] * len(accesses)
+    lpos = [0] * len(accesses)
+    starts = [st[a] for a in accesses]
+    nlanes = 0
+    longest = 1
+    sizes: list[int] = []
+    heappop, heappush = heapq.heappop, heapq.heappush
+    for chain in sorted(by_chain):
+        free: list[tuple[int, int]] = []  # (end of last member, lane)
+        for j in sorted(by_chain[chain], key=starts.__getitem__):
+            a = accesses[j]
+            if free and free[0][0] <= starts[j]:
+                c = heappop(free)[1]
+            else:
+                c = nlanes
+                nlanes += 1
+                sizes.append(0)
+            sizes[c] += 1
+            lane[j] = c
+            lpos[j] = sizes[c]
+            heappush(free, (en[a], c))
+    if sizes:
+        longest = max(sizes)
+    return lane, lpos, nlanes if nlanes else 1, longest
+
+
+def _vector_clocks(sp: _Spans, accesses: list[int]) -> _Clocks:
+    n = sp.n
+    g = _build_graph(sp, accesses)
+    lane, lpos, nlanes, longest = _lanes(sp, accesses)
+    width = longest.bit_length()
+    stride = width + 1
+    guards = 0
+    for c in range(nlanes):
+        guards |= 1 << (c * stride + width)
+    shift = [c * stride for c in range(nlanes)]
+
+    def join(a: int, b: int) -> int:
+        d = ((a | guards) - b) & guards
+        m = d - (d >> width)
+        return (a & m) | (b & ~m)
+
+    N = len(g.succ)
+    succ, indeg, sync_parent = g.succ, g.indeg, g.sync_parent
+    vc = [0] * N
+    acc_of_start = {}
+    for j, a in enumerate(accesses):
+        vc[2 * a + 1] = lpos[j] << shift[lane[j]]
+        acc_of_start[2 * a] = j
+    k = len(accesses)
+    out_vc = [0] * k
+    out_rank = [0] * k
+    n2 = 2 * n
+    stack = [u for u in range(N) if indeg[u] == 0]
+    pop, push = stack.pop, stack.append
+    done = 0
+    while stack:
+        u = pop()
+        done += 1
+        x = vc[u]
+        vc[u] = 0
+        extra = -1
+        if u < n2:
+            if u & 1:
+                p = sync_parent[u >> 1]
+                if p >= 0:
+                    extra = 2 * p + 1
+            else:
+                j = acc_of_start.get(u)
+                if j is not None:
+                    out_vc[j] = x
+                    out_rank[j] = done
+                extra = u + 1
+        lst = succ[u]
+        if lst:
+            for v in lst:
+                y = vc[v]
+                if y == 0:
+                    vc[v] = x
+                elif x != 0 and x is not y and x != y:
+                    vc[v] = join(y, x)
+                d = indeg[v] - 1
+                indeg[v] = d
+                if d == 0:
+                    push(v)
+        if extra >= 0:
+            v = extra
+            y = vc[v]
+            if y == 0:
+                vc[v] = x
+            elif x != 0 and x is not y and x != y:
+                vc[v] = join(y, x)
+            d = indeg[v] - 1
+            indeg[v] = d
+            if d == 0:
+                push(v)
+    if done < N:
+        _propagate_cycles(g, vc, indeg, join, acc_of_start, out_vc, out_rank, done)
+    clocks = _Clocks()
+    clocks.lane, clocks.lpos, clocks.shift, clocks.mask = lane, lpos, shift, (1 << width) - 1
+    clocks.vc, clocks.rank = out_vc, out_rank
+    return clocks
+
+
+def _successors(g: _Graph, u: int):
+    n2 = 2 * g.n
+    out = list(g.succ[u] or ())
+    if u < n2:
+        if u & 1:
+            p = g.sync_parent[u >> 1]
+            if p >= 0:
+                out.append(2 * p + 1)
+        else:
+            out.append(u + 1)
+    return out
+
+
+def _propagate_cycles(g, vc, indeg, join, acc_of_start, out_vc, out_rank, done) -> None:
+    """Finish propagation over the nodes Kahn could not order: condense their cycles
+    (malformed timestamps make them; events of one cycle happened-before each other)."""
+    left = [u for u in range(len(g.succ)) if indeg[u] > 0]
+    left_set = set(left)
+    # Tarjan's strongly connected components, iteratively; emits components sinks first.
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    on_stack: set[int] = set()
+    stack: list[int] = []
+    comps: list[list[int]] = []
+    counter = 0
+    for root in left:
+        if root in index:
+            continue
+        work = [(root, iter([v for v in _successors(g, root) if v in left_set]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            u, it = work[-1]
+            advanced = False
+            for v in it:
+                if v not in index:
+                    index[v] = low[v] = counter
+                    counter += 1
+                    stack.append(v)
+                    on_stack.add(v)
+                    work.append((v, iter([w for w in _successors(g, v) if w in left_set])))
+                    advanced = True
+                    break
+                if v in on_stack:
+                    low[u] = min(low[u], index[v])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[u])
+            if low[u] == index[u]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == u:
+                        break
+                comps.append(comp)
+    for comp in reversed(comps):  # sources first
+        done += 1
+        x = 0
+        for u in comp:
+            y = vc[u]
+            if y and y != x:
+                x = join(x, y) if x else y
+        members = set(comp)
+        for u in comp:
+            j = acc_of_start.get(u)
+            if j is not None:
+                out_vc[j] = x
+                out_rank[j] = done
+        for u in comp:
+            for v in _successors(g, u):
+                if v not in members:
+                    y = vc[v]
+                    if y == 0:
+                        vc[v] = x
+                    elif x and y != x:
+                        vc[v] = join(y, x)
+
+
+# ---------------------------------------------------------------------------
+# Findings
+
+
+def _finding(sp: _Spans, kind: str, key: str, idxs: Sequence[int], detail: str, *, ordered: bool = True) -> Finding:
+    recs = sp.recs
+    if ordered:
+        idxs = sp.ordered(idxs)
+    return Finding(
+        kind=kind,
+        key=key,
+        trace_ids=tuple(sorted({recs[i].trace_id for i in idxs})),
+        span_ids=tuple(recs[i].span_id for i in idxs),
+        agents=tuple(sorted({recs[i].agent for i in idxs})),
+        detail=detail,
+    )
+
+
+def _who(s: SpanRecord) -> str:
+    return s.agent or s.span_id
+
+
+def _races(sp: _Spans, accesses: list[int], clocks: _Clocks, out: list[Finding]) -> None:
+    recs = sp.recs
+    writes_by_key: dict[str, list[int]] = defaultdict(list)
+    reads_by_key: dict[str, list[int]] = defaultdict(list)
+    for j, a in enumerate(accesses):
+        s = recs[a]
+        if s.state_op == "write":
+            if s.write_took_effect:
+                writes_by_key[s.state_key].append(j)
+        elif s.state_version is not None:
+            reads_by_key[s.state_key].append(j)
+    lock_cache: dict = {}
+    for key in sorted(writes_by_key):
+        writes = writes_by_key[key]
+        # lost_update: same base version.
+        by_base: dict[int, list[int]] = defaultdict(list)
+        for j in writes:
+            b = recs[accesses[j]].state_base_version
+            if b is not None:
+                by_base[b].append(j)
+        for base, group in by_base.items():
+            if len(group) > 1:
+                group = sp.ordered(accesses[j] for j in group)
+                for x in range(len(group)):
+                    for y in range(x + 1, len(group)):
+                        a, b = recs[group[x]], recs[group[y]]
+                        out.append(_finding(sp, "lost_update", key, (group[x], group[y]), (
+                            f"{_who(a)} (v{a.state_version}) and {_who(b)} (v{b.state_version}) both wrote "
+                            f"{key} on top of v{base}: one update overwrote the other unseen")))
+        if len(writes) > 1:
+            _write_races(sp, key, writes, accesses, clocks, lock_cache, out)
+        reads = reads_by_key.get(key)
+        if reads:
+            _stale_reads(sp, key, writes, reads, accesses, clocks, out)
+
+
+def _write_races(sp, key, writes, accesses, clocks, lock_cache, out) -> None:
+    recs = sp.recs
+    lane, lpos, shift, mask, avc, rank = (
+        clocks.lane, clocks.lpos, clocks.shift, clocks.mask, clocks.vc, clocks.rank,
+    )
+    writes = sorted(writes, key=lambda j: (rank[j], lpos[j]))
+    frontier: list[int] = []  # the latest writes seen: every earlier write happened-before one of them
+    seen: dict[int, tuple[list[int], list[int]]] = {}
+    pairs = []
+    for j in writes:
+        x = avc[j]
+        covered = True
+        for f in frontier:
+            if (x >> shift[lane[f]]) & mask < lpos[f]:
+                covered = False
+                break
+        if covered:
+            frontier = [j]
+        else:
+            lj, pj = shift[lane[j]], lpos[j]
+            for c, (positions, members) in seen.items():
+                at = bisect_right(positions, (x >> shift[c]) & mask)
+                for i in members[at:]:
+                    if (avc[i] >> lj) & mask >= pj:
+                        continue  # j happened-before i (one cycle of malformed timestamps)
+                    pairs.append((i, j))
+            frontier = [f for f in frontier if (x >> shift[lane[f]]) & mask < lpos[f]]
+            frontier.append(j)
+        positions, members = seen.setdefault(lane[j], ([], []))
+        positions.append(lpos[j])
+        members.append(j)
+    for i, j in pairs:
+        a, b = sp.ordered((accesses[i], accesses[j]))
+        ra, rb = recs[a], recs[b]
+        if ra.state_base_version is not None and ra.state_base_version == rb.state_base_version:
+            continue  # reported as lost_update
+        if sp.lock_names_above(a, lock_cache) & sp.lock_names_above(b, lock_cache):
+            continue
+        out.append(_finding(sp, "write_race", key, (a, b), (
+            f"writes of {key} by {_who(ra)} (v{ra.state_version}) and {_who(rb)} (v{rb.state_version}) "
+            f"are ordered by happens-before in neither direction")))
+
+
+def _stale_reads(sp, key, writes, reads, accesses, clocks, out) -> None:
+    recs = sp.recs
+    lane, lpos, shift, mask, avc = clocks.lane, clocks.lpos, clocks.shift, clocks.mask, clocks.vc
+    producing = [j for j in writes if recs[accesses[j]].state_version is not None]
+    if not producing:
+        return
+    # Newest first: highest version, then (trace_id, span_id).
+    producing.sort(key=lambda j: (-recs[accesses[j]].state_version, recs[accesses[j]].trace_id,
+                                  recs[accesses[j]].span_id))
+    order = {j: o for o, j in enumerate(producing)}
+    newest = recs[accesses[producing[0]]].state_version
+    per_lane: dict[int, list[int]] = defaultdict(list)
+    for j in producing:
+        per_lane[lane[j]].append(j)
+    lanes = []
+    for c, members in per_lane.items():
+        members.sort(key=lpos.__getitem__)
+        best = []
+        b = len(producing)
+        for j in members:
+            b = min(b, order[j])
+            best.append(b)
+        top = recs[accesses[producing[best[-1]]]].state_version
+        lanes.append((top, shift[c], [lpos[j] for j in members], best))
+    lanes.sort(key=lambda t: -t[0])
+    for r in reads:
+        v = recs[accesses[r]].state_version
+        if newest <= v:
+            continue
+        x = avc[r]
+        found = len(producing)
+        for top, sh, positions, best in lanes:
+            if top <= v:
+                break
+            at = bisect_right(positions, (x >> sh) & mask)
+            if at and best[at - 1] < found:
+                found = best[at - 1]
+        if found < len(producing):
+            w = producing[found]
+            rw = recs[accesses[w]]
+            if rw.state_version > v:
+                rr = recs[accesses[r]]
+                out.append(_finding(sp, "stale_read", key, (accesses[r], accesses[w]), (
+                    f"{_who(rr)} read {key} at v{v} after {_who(rw)}'s write of v{rw.state_version} "
+                    f"had happened-before the read"), ordered=False))
+
+
+def _duplicates(sp: _Spans, out: list[Finding]) -> None:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(sp.recs):
+        if s.idempotency_key and s.idempotency_outcome == "executed" and s.status_code != STATUS_ERROR:
+            groups[s.idempotency_key].append(i)
+    for key, members in groups.items():
+        if len(members) > 1:
+            agents = sorted({sp.recs[i].agent for i in members})
+            out.append(_finding(sp, "duplicate_side_effect", key, members, (
+                f"{len(members)} spans executed the side effect {key} "
+                f"(agents: {', '.join(agents)})")))
+
+
+def _is_ancestor(sp: _Spans, a: int, b: int) -> bool:
+    seen = set()
+    j = sp.parent[b]
+    while j >= 0 and j not in seen:
+        if j == a:
+            return True
+        seen.add(j)
+        j = sp.parent[j]
+    return False
+
+
+def _lock_overlaps(sp: _Spans, out: list[Finding]) -> None:
+    recs, st, en = sp.recs, sp.st, sp.en
+    by_lock: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(recs):
+        if s.lock_name:
+            by_lock[s.lock_name].append(i)
+    for name, sections in by_lock.items():
+        pairs = set()
+        tokens: dict[int, list[int]] = defaultdict(list)
+        by_clock: dict[str, list[int]] = defaultdict(list)
+        for i in sections:
+            t = recs[i].lock_fencing_token
+            if t is not None:
+                tokens[t].append(i)
+            by_clock[sp.clock[i]].append(i)
+        for t, group in tokens.items():
+            for x in range(len(group)):
+                for y in range(x + 1, len(group)):
+                    pairs.add((group[x], group[y], f"token {t} was held twice"))
+        for clock, members in by_clock.items():
+            members = sorted(members, key=lambda i: (st[i], en[i]))
+            active: list[tuple[int, int]] = []
+            for b in members:
+                while active and active[0][0] <= st[b]:
+                    heapq.heappop(active)
+                for _, a in active:
+                    if recs[a].lock_fencing_token is None or recs[b].lock_fencing_token is None:
+                        if st[a] < en[b] and st[b] < en[a]:
+                            pairs.add((a, b, f"held at the same time on clock {clock}"))
+                heapq.heappush(active, (en[b], b))
+        for a, b, why in pairs:
+            a, b = sp.ordered((a, b))
+            if _is_ancestor(sp, a, b) or _is_ancestor(sp, b, a):
+                continue  # a nested section of the lock already held (re-entrant)
+            out.append(_finding(sp, "lock_overlap", name, (a, b), (
+                f"critical sections of lock {name} by {_who(recs[a])} and {_who(recs[b])} overlap: {why}")))
+
+
+def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool, out: list[Finding]) -> None:
+    recs, st, parent, clock, index = sp.recs, sp.st, sp.parent, sp.clock, sp.index
+    for i, s in enumerate(recs):
+        p = parent[i]
+        if p >= 0 and p != i:
+            tolerance = same_ns if clock[p] == clock[i] else skew_ns
+            if st[p] - st[i] > tolerance:
+                out.append(_finding(sp, "causality_violation", "", (i, p), (
+                    f"span {s.span_id} starts {(st[p] - st[i]) / 1e6:.3f} ms before its parent "
+                    f"{recs[p].span_id} starts"), ordered=False))
+        elif p < 0 and s.parent_span_id and report_orphans:
+            out.append(_finding(sp, "orphan_span", "", (i,), (
+                f"span {s.span_id} names parent {s.parent_span_id}, which is not among the spans analysed")))
+        for link in s.links:
+            q = index.get((link.trace_id, link.span_id), -1)
+            if q >= 0 and q != i:
+                tolerance = same_ns if clock[q] == clock[i] else skew_ns
+                if st[q] - st[i] > tolerance:
+                    out.append(_finding(sp, "causality_violation", "", (i, q), (
+                        f"span {s.span_id} starts {(st[q] - st[i]) / 1e6:.3f} ms before the span "
+                        f"{recs[q].span_id} it links to starts"), ordered=False))
+
+
+def _sort_key(f: Finding):
+    return (_KIND_ORDER[f.kind], f.key, f.span_ids, f.trace_ids, f.detail)
+
+
+def analyse(
+    spans: Iterable[SpanRecord],
+    *,
+    skew_tolerance_ms: float = 50.0,
+    same_clock_tolerance_ms: float = 0.0,
+    report_orphans: bool = True,
+) -> list[Finding]:
+    """All findings over a set of spans, per spec v1, in a deterministic order.
+
+    The order is by kind (KINDS order), key, span ids. The same spans in any order or
+    split give the same list.
+    """
+    # The graph is millions of small lists and no cycles of objects: the cyclic garbage
+    # collector would only rescan them, again and again.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        sp = _Spans(spans)
+        out: list[Finding] = []
+        accesses = [i for i, s in enumerate(sp.recs) if _is_access(s)]
+        if accesses:
+            clocks = _vector_clocks(sp, accesses)
+            _races(sp, accesses, clocks, out)
+        _duplicates(sp, out)
+        _lock_overlaps(sp, out)
+        _causality(sp, skew_tolerance_ms * 1e6, same_clock_tolerance_ms * 1e6, report_orphans, out)
+    finally:
+        if collecting:
+            gc.enable()
+    out.sort(key=_sort_key)
+    unique: list[Finding] = []
+    last = None
+    for f in out:
+        ident = (f.kind, f.key, f.span_ids)
+        if ident != last:
+            unique.append(f)
+            last = ident
+    return unique
+
+
+# ---------------------------------------------------------------------------
+# One trace: critical path, clock skew, causal edges
+
+
+def _roots(spans: Sequence[SpanRecord], ids: set) -> list[SpanRecord]:
+    roots = [s for s in spans if not s.parent_span_id or s.parent_span_id not in ids]
+    return sorted(roots, key=lambda s: (s.start_ns, -s.end_ns, s.span_id))
+
+
+def critical_path(spans: Sequence[SpanRecord]) -> list[str]:
+    """Span ids on one trace's critical path, root first.
+
+    Jaeger's algorithm: from the root's end, walk backwards through the last-finishing
+    child that finished before the point reached; when a span has no such child, the
+    walk returns to its parent at that span's start. Children are first clipped to their
+    parent's interval (those wholly outside it are dropped), as Jaeger's UI does. With
+    several roots, the earliest-starting root's tree is used. Each span is listed once.
+    """
+    if not spans:
+        return []
+    by_id = {s.span_id: s for s in spans}
+    ids = set(by_id)
+    root = _roots(spans, ids)[0]
+    children: dict[str, list[SpanRecord]] = defaultdict(list)
+    for s in by_id.values():
+        if s.parent_span_id and s.parent_span_id in ids and s.span_id != s.parent_span_id:
+            children[s.parent_span_id].append(s)
+    # Clip children into their parent, top down.
+    clipped: dict[str, tuple[int, int]] = {root.span_id: (root.start_ns, root.end_ns)}
+    todo = [root.span_id]
+    while todo:
+        pid = todo.pop()
+        ps, pe = clipped[pid]
+        kept = []
+        for c in children.get(pid, ()):
+            if c.span_id in clipped:
+                continue
+            cs, ce = max(c.start_ns, ps), min(c.end_ns, pe)
+            if c.start_ns > pe or c.end_ns < ps or cs > ce:
+                continue
+            clipped[c.span_id] = (cs, ce)
+            kept.append(c)
+            todo.append(c.span_id)
+        children[pid] = sorted(kept, key=lambda c: (-clipped[c.span_id][1], c.span_id))
+    path: list[str] = []
+    seen: set[str] = set()
+    current = root.span_id
+    returning: int | None = None
+    for _ in range(4 * len(by_id) + 4):
+        if current not in seen:
+            seen.add(current)
+            path.append(current)
+        last = None
+        for c in children.get(current, ()):
+            if returning is None or clipped[c.span_id][1] < returning:
+                last = c
+                break
+        if last is not None:
+            current, returning = last.span_id, None
+            continue
+        if current == root.span_id:
+            break
+        returning = clipped[current][0]
+        current = by_id[current].parent_span_id
+    return path
+
+
+def _skew_delta(child_start: int, child_end: int, parent_start: int, parent_end: int) -> int:
+    """Jaeger's calculateSkew: the shift that makes the child fit inside its parent."""
+    parent_duration = parent_end - parent_start
+    child_duration = child_end - child_start
+    if child_duration > parent_duration:
+        return parent_start - child_start
+    if child_start >= parent_start and child_end <= parent_end:
+        return 0
+    latency = (parent_duration - child_duration) // 2
+    return parent_start + latency - child_start
+
+
+def clock_skew(spans: Sequence[SpanRecord]) -> dict[str, int]:
+    """Per process clock id: how far that clock reads ahead of its callers, in ns.
+
+    Subtract the offset from a clock's timestamps to line them up with the callers'.
+    As Jaeger's skew adjuster does, each trace is walked from its root; a SERVER child of
+    a CLIENT parent on another clock must fit inside its (already adjusted) parent, and
+    the adjustment found carries down to that child's same-clock descendants. A clock
+    estimated several times gets the lower median; the clock of a trace's root is 0, as
+    is any clock without an estimate. For display only: HB never uses it.
+    """
+    estimates: dict[str, list[int]] = defaultdict(list)
+    root_clocks: set[str] = set()
+    clocks: set[str] = set()
+    by_trace: dict[str, list[SpanRecord]] = defaultdict(list)
+    for s in spans:
+        by_trace[s.trace_id].append(s)
+        clocks.add(s.clock)
+    for trace_spans in by_trace.values():
+        by_id = {s.span_id: s for s in trace_spans}
+        ids = set(by_id)
+        children: dict[str, list[SpanRecord]] = defaultdict(list)
+        for s in by_id.values():
+            if s.parent_span_id in ids and s.parent_span_id != s.span_id:
+                children[s.parent_span_id].append(s)
+        for root in _roots(list(by_id.values()), ids):
+            root_clocks.add(root.clock)
+            todo = [(root, 0)]
+            visited = {root.span_id}
+            while todo:
+                s, delta = todo.pop()
+                for c in sorted(children.get(s.span_id, ()), key=lambda c: c.span_id):
+                    if c.span_id in visited:
+                        continue
+                    visited.add(c.span_id)
+                    d = delta
+                    if c.clock != s.clock:
+                        if s.kind == KIND_CLIENT and c.kind == KIND_SERVER:
+                            d = _skew_delta(c.start_ns, c.end_ns, s.start_ns + delta, s.end_ns + delta)
+                            estimates[c.clock].append(d)
+                        else:
+                            d = 0
+                    todo.append((c, d))
+    result = {}
+    for clock in sorted(clocks):
+        found = sorted(estimates.get(clock, ()))
+        if clock in root_clocks or not found:
+            result[clock] = 0
+        else:
+            result[clock] = -found[(len(found) - 1) // 2]
+    return result
+
+
+def causal_edges(spans: Sequence[SpanRecord]) -> list[tuple[str, str, str]]:
+    """(from_span_id, to_span_id, edge_kind) worth drawing between different agents.
+
+    edge_kind: "link" (linked span -> linking span), "reads_from" (the write that produced a
+    version -> each read of it and each write based on it), "lock" (a critical section ->
+    the next one of that lock: next larger fencing token, or without tokens on one clock
+    the latest section that ended before it started), "rpc" (CLIENT parent -> SERVER child
+    on another clock). Sorted, unique.
+    """
+    by_id: dict[tuple[str, str], SpanRecord] = {(s.trace_id, s.span_id): s for s in spans}
+    edges: set[tuple[str, str, str]] = set()
+
+    def add(a: SpanRecord, b: SpanRecord, kind: str) -> None:
+        if a.agent != b.agent and a is not b:
+            edges.add((a.span_id, b.span_id, kind))
+
+    producers: dict[tuple[str, int], list[SpanRecord]] = defaultdict(list)
+    sections: dict[str, list[SpanRecord]] = defaultdict(list)
+    for s in by_id.values():
+        p = by_id.get((s.trace_id, s.parent_span_id)) if s.parent_span_id else None
+        if p is not None and p.kind == KIND_CLIENT and s.kind == KIND_SERVER and p.clock != s.clock:
+            add(p, s, "rpc")
+        for link in s.links:
+            q = by_id.get((link.trace_id, link.span_id))
+            if q is not None:
+                add(q, s, "link")
+        if s.state_op == "write" and s.write_took_effect and s.state_version is not None and s.state_key:
+            producers[(s.state_key, s.state_version)].append(s)
+        if s.lock_name:
+            sections[s.lock_name].append(s)
+    for s in by_id.values():
+        if not s.state_key:
+            continue
+        v = s.state_version if s.state_op == "read" else s.state_base_version if s.state_op == "write" else None
+        if v is not None:
+            for w in producers.get((s.state_key, v), ()):
+                add(w, s, "reads_from")
+    for members in sections.values():
+        tokened = defaultdict(list)
+        for s in members:
+            if s.lock_fencing_token is not None:
+                tokened[s.lock_fencing_token].append(s)
+        tokens = sorted(tokened)
+        for t0, t1 in zip(tokens, tokens[1:]):
+            for a in tokened[t0]:
+                for b in tokened[t1]:
+                    add(a, b, "lock")
+        by_clock = defaultdict(list)
+        for s in members:
+            by_clock[s.clock].append(s)
+        for group in by_clock.values():
+            ends = sorted(group, key=lambda s: (s.end_ns, s.span_id))
+            for b in group:
+                if b.lock_fencing_token is not None and all(
+                    a.lock_fencing_token is not None for a in group
+                ):
+                    continue
+                before = [a for a in ends if a.end_ns <= b.start_ns and a is not b
+                          and (a.lock_fencing_token is None or b.lock_fencing_token is None)]
+                if before:
+                    add(before[-1], b, "lock")
+    return sorted(edges)
+
+
+# ---------------------------------------------------------------------------
+# Live analysis over a sliding window
+
+
+def affected_scope(new_spans: Iterable[SpanRecord]) -> Scope:
+    """What new spans touch, so the live product re-analyses only what they can change.
+
+    The scope names the traces of the new spans and the traces they link to, the state
+    keys, idempotency keys and lock names they carry, and their program-order chains.
+
+    "Causally needed", i.e. what the caller should load from the window before calling
+    `analyse` on it:
+    - every span of `trace_ids` (parents, children and links resolve; orphans are judged
+      only once whole traces are present);
+    - every span in the window carrying one of `state_keys`, `idempotency_keys` or
+      `lock_names`, with the whole traces they belong to (so ancestor critical sections
+      and synchronous child edges are present);
+    - for exact happens-before between accesses of different traces, the spans of
+      `chains` in the window that lie between them (program order runs through them).
+      Loading whole traces covers the usual cases: agent turns are traces, and the
+      hand-offs between them are links and reads-from edges, both between loaded spans.
+    A happens-before path through spans that were not loaded is missed: it can turn an
+    ordered pair of writes into a reported write_race, or hide a stale_read.
+    """
+    traces, keys, idem, locks, chains = set(), set(), set(), set(), set()
+    for s in new_spans:
+        traces.add(s.trace_id)
+        chains.add(s.chain)
+        for link in s.links:
+            traces.add(link.trace_id)
+        if s.state_key:
+            keys.add(s.state_key)
+        if s.idempotency_key:
+            idem.add(s.idempotency_key)
+        if s.lock_name:
+            locks.add(s.lock_name)
+    return Scope(
+        trace_ids=frozenset(traces),
+        state_keys=frozenset(keys),
+        idempotency_keys=frozenset(idem),
+        lock_names=frozenset(locks),
+        chains=frozenset(chains),
+    )
