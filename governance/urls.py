@@ -18,6 +18,11 @@ api = [
     path("projects/<slug:slug>/audit/", gapi.AuditListApi.as_view()),
     path("traces/", tapi.TraceListApi.as_view()),
     path("traces/<str:trace_id>/", tapi.TraceDetailApi.as_view()),
+    path("traces/<str:trace_id>/timeline/", tapi.TraceTimelineApi.as_view()),
+    path("findings/", tapi.FindingListApi.as_view()),
+    path("findings/<int:finding_id>/acknowledge/", tapi.FindingAcknowledgeApi.as_view()),
+    path("state/history/", tapi.KeyHistoryApi.as_view()),
+    path("", include("policies.api")),
 ]
 
 urlpatterns = [
@@ -37,4 +42,11 @@ urlpatterns = [
     path("p/<slug:slug>/keys/<int:key_id>/revoke/", gviews.ingest_key_revoke_view, name="ingest-key-revoke"),
     path("p/<slug:slug>/members/", gviews.members, name="members"),
     path("p/<slug:slug>/audit/", gviews.audit_log, name="audit"),
+    path("assets/plotly.min.js", tviews.plotly_js, name="plotly-js"),
+    path("p/<slug:slug>/traces/<str:trace_id>/graph/", tviews.trace_graph, name="trace-graph"),
+    path("p/<slug:slug>/state/<path:key>/", tviews.key_history, name="key-history"),
+    path("p/<slug:slug>/findings/", tviews.finding_list, name="finding-list"),
+    path("p/<slug:slug>/findings/<int:finding_id>/acknowledge/", tviews.finding_acknowledge_view,
+         name="finding-acknowledge"),
+    path("", include("policies.urls")),
 ]

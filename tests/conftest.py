@@ -132,7 +132,7 @@ def log_in(page, live_server, username: str):
 def _clean_broker_dir():
     from django.conf import settings
 
-    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+    if settings.configured and settings.CELERY_BROKER_URL.startswith("filesystem://"):
         shutil.rmtree(settings.BROKER_DIR / "queue", ignore_errors=True)
         (settings.BROKER_DIR / "queue").mkdir(parents=True, exist_ok=True)
     yield

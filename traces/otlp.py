@@ -144,8 +144,43 @@ def any_value(value):
     return getattr(value, kind)
 
 
+_SCALARS = frozenset(("string_value", "int_value", "double_value", "bool_value"))
+
+
 def key_values(pairs) -> dict:
-    return {kv.key: any_value(kv.value) for kv in pairs}
+    # any_value inlined for the scalar kinds, which are nearly all attributes (hot: every span and event).
+    out = {}
+    for kv in pairs:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        out[kv.key] = getattr(value, kind) if kind in _SCALARS else any_value(value)
+    return out
+
+
+class _KeyRecorder(dict):
+    """An empty dict that remembers which keys were asked for with get()."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return default
+
+
+def _keys_read_by(function) -> frozenset[str]:
+    recorder = _KeyRecorder()
+    function(recorder)
+    return frozenset(recorder.asked)
+
+
+# Most spans carry none of the spec's concurrency attributes: they all get the same (empty) fields.
+_CONCURRENCY_KEYS = _keys_read_by(concurrency_fields)
+_NO_CONCURRENCY = concurrency_fields({})
+# derive_identity reads these span attributes; the rest comes from the resource, so spans of one
+# resource with the same values share the result.
+_IDENTITY_KEYS = tuple(sorted(_keys_read_by(lambda attributes: derive_identity(attributes, {}))))
 
 
 @dataclass
@@ -176,6 +211,7 @@ def spans_from_request(request: ExportTraceServiceRequest) -> DecodedBatch:
     for resource_spans in request.resource_spans:
         resource = key_values(resource_spans.resource.attributes)
         resource_schema = resource_spans.schema_url
+        identities: dict[tuple, tuple] = {}
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             scope_name, scope_version, scope_schema = scope.name, scope.version, scope_spans.schema_url
@@ -185,7 +221,14 @@ def spans_from_request(request: ExportTraceServiceRequest) -> DecodedBatch:
                     problems[problem] = problems.get(problem, 0) + 1
                     continue
                 attributes = key_values(span.attributes)
-                service, version, instance, agent, thread, chain, clock = derive_identity(attributes, resource)
+                identity_key = tuple(map(attributes.get, _IDENTITY_KEYS))
+                identity = identities.get(identity_key)
+                if identity is None:
+                    identity = identities[identity_key] = derive_identity(attributes, resource)
+                service, version, instance, agent, thread, chain, clock = identity
+                concurrency = (
+                    concurrency_fields(attributes) if not _CONCURRENCY_KEYS.isdisjoint(attributes) else _NO_CONCURRENCY
+                )
                 parent = span.parent_span_id
                 records.append(
                     SpanRecord(
@@ -218,7 +261,7 @@ def spans_from_request(request: ExportTraceServiceRequest) -> DecodedBatch:
                         scope_version=scope_version,
                         resource_schema_url=resource_schema,
                         scope_schema_url=scope_schema,
-                        **concurrency_fields(attributes),
+                        **concurrency,
                     )
                 )
     rejected = sum(problems.values())

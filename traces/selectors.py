@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Q
+from django.db import connection
+from django.db.models import Q, TextField
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 
-from traces.models import Span, Trace
+from governance.selectors import projects_for_user
+from traces.models import Finding, FindingSpan, Span, Trace
 from traces.records import Link, SpanRecord, chain_and_clock
 
 LAST_CHOICES = {"15m": 15 * 60, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
@@ -16,10 +20,54 @@ def _ns(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000_000)
 
 
+def _typed(value: str) -> list:
+    """The JSON values a query string value may stand for: "42" is 42 or "42"."""
+    values: list = [value]
+    if value in ("true", "false"):
+        values.append(value == "true")
+    else:
+        try:
+            values.append(int(value))
+        except ValueError:
+            try:
+                values.append(float(value))
+            except ValueError:
+                pass
+    return values
+
+
+def spans_with_attribute(*, project, key: str, value: str):
+    """Spans whose attribute `key` (dotted keys are one key: "gen_ai.request.model") equals value,
+    compared as text, so 42 matches "42" and true matches "true"."""
+    spans = Span.objects.filter(project=project)
+    if connection.vendor == "postgresql":
+        # jsonb containment, which a GIN index on attributes can serve.
+        match = Q()
+        for typed in _typed(value):
+            match |= Q(attributes__contains={key: typed})
+        return spans.filter(match)
+    # SQLite (JSON1): json_extract of the quoted key; numbers and booleans come back as SQL numbers.
+    text = Cast(KeyTextTransform(key, "attributes"), TextField())
+    alternatives = [value]
+    if value in ("true", "false"):
+        alternatives.append("1" if value == "true" else "0")
+    return spans.alias(_attr=text).filter(_attr__in=alternatives)
+
+
 def traces_search(*, project, service="", agent="", name="", status="", since=None, until=None,
-                  min_duration_ms=None, max_duration_ms=None, now=None):
-    """Traces of a project matching the filters, newest first."""
+                  min_duration_ms=None, max_duration_ms=None, now=None, attr="", finding_kind="", state_key=""):
+    """Traces of a project matching the filters, newest first. `attr` is "key=value" on a span's attributes."""
     qs = Trace.objects.filter(project=project)
+    if attr:
+        key, _, value = attr.partition("=")
+        qs = qs.filter(trace_id__in=spans_with_attribute(project=project, key=key.strip(), value=value.strip())
+                       .values("trace_id"))
+    if state_key:
+        qs = qs.filter(trace_id__in=Span.objects.filter(project=project, state_key=state_key).values("trace_id"))
+    if finding_kind:
+        qs = qs.filter(trace_id__in=FindingSpan.objects.filter(
+            project=project, finding__kind=finding_kind).exclude(finding__status=Finding.Status.WITHDRAWN)
+            .values("trace_id"))
     if service:
         qs = qs.filter(services__contains=f"|{service}|")
     if agent:
@@ -69,3 +117,87 @@ def span_record(span: Span) -> SpanRecord:
         resource_attributes=span.resource_attributes, scope_name=span.scope_name, scope_version=span.scope_version,
         resource_schema_url=span.resource_schema_url, scope_schema_url=span.scope_schema_url,
     )
+
+
+# ---------------------------------------------------------------------------
+# Timelines, key histories and findings
+
+# The columns a SpanRecord needs, read as tuples: building 10,000 model instances costs
+# more than the timeline itself.
+_RECORD_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "status_code", "status_message",
+    "service_name", "service_version", "instance_id", "agent", "thread_id", "state_key", "state_op", "state_version",
+    "state_base_version", "state_conflict", "idempotency_key", "idempotency_outcome", "lock_name",
+    "lock_fencing_token", "attributes", "events", "links",
+)
+
+
+def _records(qs) -> list[SpanRecord]:
+    out = []
+    append = out.append
+    for (trace_id, span_id, parent, name, kind, start, end, status_code, status_message, service, version, instance,
+         agent, thread, key, op, state_version, base, conflict, idem, outcome, lock, token, attributes, events,
+         links) in qs.values_list(*_RECORD_COLUMNS):
+        chain, clock = chain_and_clock(instance, thread, agent)
+        append(SpanRecord(
+            trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name, kind=kind, start_ns=start,
+            end_ns=end, status_code=status_code, status_message=status_message, service_name=service,
+            service_version=version, instance_id=instance, agent=agent, thread_id=thread, chain=chain, clock=clock,
+            state_key=key, state_op=op, state_version=state_version, state_base_version=base,
+            state_conflict=conflict, idempotency_key=idem, idempotency_outcome=outcome, lock_name=lock,
+            lock_fencing_token=token, attributes=attributes, events=events,
+            links=tuple(Link(l["trace_id"], l["span_id"], l.get("attributes") or {}) for l in links) if links else (),
+        ))
+    return out
+
+
+def span_records_of_trace(*, project, trace_id: str) -> list[SpanRecord]:
+    """One trace's spans as plain records (no resource attributes), by start time."""
+    return _records(spans_of_trace(project=project, trace_id=trace_id))
+
+
+def key_accesses(*, project, key: str, since_ns: int | None = None, until_ns: int | None = None,
+                 limit: int = 5000) -> list[SpanRecord]:
+    """Spans that touched one key (state key, idempotency key or lock name) in a time range, oldest
+    first; the newest `limit` when there are more."""
+    qs = Span.objects.filter(Q(state_key=key) | Q(idempotency_key=key) | Q(lock_name=key), project=project)
+    if since_ns is not None:
+        qs = qs.filter(start_ns__gte=since_ns)
+    if until_ns is not None:
+        qs = qs.filter(start_ns__lte=until_ns)
+    records = _records(qs.order_by("-start_ns", "span_id")[:limit])
+    records.reverse()
+    return records
+
+
+def findings_search(*, project, kind="", key="", agent="", trace_id="", status="", since_ns=None, until_ns=None):
+    """A project's findings matching the filters, newest first. Withdrawn ones only when asked for."""
+    qs = Finding.objects.filter(project=project)
+    if kind:
+        qs = qs.filter(kind=kind)
+    if key:
+        qs = qs.filter(key=key)
+    if agent:
+        qs = qs.filter(agents__contains=f"|{agent}|")
+    if trace_id:
+        qs = qs.filter(pk__in=FindingSpan.objects.filter(project=project, trace_id=trace_id.lower()).values("finding_id"))
+    if status:
+        qs = qs.filter(status=status)
+    else:
+        qs = qs.exclude(status=Finding.Status.WITHDRAWN)
+    if since_ns is not None:
+        qs = qs.filter(first_ns__gte=since_ns)
+    if until_ns is not None:
+        qs = qs.filter(first_ns__lte=until_ns)
+    return qs.order_by("-first_ns", "-id")
+
+
+def findings_of_trace(*, project, trace_id: str):
+    """Findings involving a span of this trace, not withdrawn."""
+    return findings_search(project=project, trace_id=trace_id)
+
+
+def finding_get(*, user, finding_id: int):
+    """A finding in one of the person's projects, or None."""
+    return Finding.objects.select_related("project").filter(
+        pk=finding_id, project__in=projects_for_user(user=user)).first()

@@ -3,7 +3,8 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import serializers
 
-from traces.models import Span, Trace
+from traces.analysis import KINDS
+from traces.models import Finding, Span, Trace
 from traces.records import KIND_NAMES, STATUS_NAMES
 from traces.selectors import LAST_CHOICES
 
@@ -21,10 +22,24 @@ class TraceFilterSerializer(serializers.Serializer):
     until = serializers.DateTimeField(required=False)
     min_duration_ms = serializers.FloatField(required=False, min_value=0)
     max_duration_ms = serializers.FloatField(required=False, min_value=0)
+    attr = serializers.CharField(required=False, allow_blank=True, max_length=1024,
+                                 help_text='a span attribute "key=value", e.g. gen_ai.request.model=gpt-4o')
+    finding_kind = serializers.ChoiceField(choices=[""] + list(KINDS), required=False,
+                                           help_text="the trace has a finding of this kind")
+    state_key = serializers.CharField(required=False, allow_blank=True, max_length=512,
+                                      help_text="a span of the trace accessed this state key")
+
+    def validate_attr(self, value: str) -> str:
+        if value and ("=" not in value or not value.partition("=")[0].strip()):
+            raise serializers.ValidationError('write the attribute as key=value')
+        return value
 
     def validate(self, data):
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             raise serializers.ValidationError({"since": "since must be before until"})
+        if (data.get("min_duration_ms") is not None and data.get("max_duration_ms") is not None
+                and data["min_duration_ms"] > data["max_duration_ms"]):
+            raise serializers.ValidationError({"min_duration_ms": "the minimum must not exceed the maximum"})
         if data.get("last"):
             data["since"] = timezone.now() - timedelta(seconds=LAST_CHOICES[data["last"]])
         return data
@@ -71,3 +86,98 @@ class TraceDetailSerializer(TraceSummarySerializer):
 
     class Meta(TraceSummarySerializer.Meta):
         fields = TraceSummarySerializer.Meta.fields + ["spans"]
+
+
+class FindingFilterSerializer(serializers.Serializer):
+    """Filters of the findings page and GET /api/v1/findings/."""
+
+    project = serializers.SlugField(required=False)
+    kind = serializers.ChoiceField(choices=[""] + list(KINDS), required=False)
+    key = serializers.CharField(required=False, allow_blank=True, max_length=512,
+                                help_text="state key, idempotency key or lock name")
+    agent = serializers.CharField(required=False, allow_blank=True)
+    trace_id = serializers.RegexField(r"^[0-9a-fA-F]{32}$", required=False, allow_blank=True)
+    status = serializers.ChoiceField(choices=[""] + list(Finding.Status.values), required=False,
+                                     help_text="default: open and acknowledged")
+
+    def search_kwargs(self) -> dict:
+        data = dict(self.validated_data)
+        data.pop("project", None)
+        return {k: v for k, v in data.items() if v not in ("", None)}
+
+
+class FindingSerializer(serializers.ModelSerializer):
+    """A finding with the fields `check_traces --format json` prints, plus its id and status."""
+
+    agents = serializers.ListField(source="agent_list", child=serializers.CharField())
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Finding
+        fields = ["id", "kind", "key", "trace_ids", "span_ids", "agents", "detail", "status", "created_at",
+                  "first_ns", "acknowledged_by", "acknowledged_at"]
+
+
+class KeyHistoryFilterSerializer(serializers.Serializer):
+    project = serializers.SlugField(required=False)
+    key = serializers.CharField(max_length=512, help_text="state key (or idempotency key, or lock name)")
+    last = serializers.ChoiceField(choices=[""] + list(LAST_CHOICES), required=False, default="24h",
+                                   help_text="time range ending now (default 24h); since/until override it")
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+
+    def validate(self, data):
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise serializers.ValidationError({"since": "since must be before until"})
+        if not data.get("since") and data.get("last"):
+            data["since"] = timezone.now() - timedelta(seconds=LAST_CHOICES[data["last"]])
+        return data
+
+    def range_ns(self) -> tuple[int | None, int | None]:
+        data = self.validated_data
+        since, until = data.get("since"), data.get("until")
+        return (int(since.timestamp() * 1e9) if since else None, int(until.timestamp() * 1e9) if until else None)
+
+
+class KeyAccessSerializer(serializers.Serializer):
+    trace_id = serializers.CharField()
+    span_id = serializers.CharField()
+    name = serializers.CharField()
+    agent = serializers.CharField()
+    service = serializers.CharField()
+    instance = serializers.CharField()
+    op = serializers.CharField(help_text="read, write, executed, deduplicated or lock")
+    version = serializers.IntegerField(allow_null=True)
+    base_version = serializers.IntegerField(allow_null=True)
+    conflict = serializers.BooleanField()
+    took_effect = serializers.BooleanField()
+    status = serializers.CharField()
+    start_ns = serializers.IntegerField()
+    end_ns = serializers.IntegerField()
+    label = serializers.CharField(help_text='"r v3", "w v4←3", "w ✗ conflict"')
+
+
+class KeyHistorySerializer(serializers.Serializer):
+    key = serializers.CharField()
+    since_ns = serializers.IntegerField(allow_null=True)
+    until_ns = serializers.IntegerField(allow_null=True)
+    truncated = serializers.BooleanField(help_text="more accesses than the limit: the newest are listed")
+    accesses = KeyAccessSerializer(many=True)
+    findings = FindingSerializer(many=True)
+
+
+class TimelineSerializer(serializers.Serializer):
+    """The timeline data the trace page draws (see traces/timeline.py for the layout)."""
+
+    mode = serializers.CharField()
+    title = serializers.CharField()
+    x_kind = serializers.CharField(help_text='"ms" (since t0_ns) or "date" (epoch ms)')
+    t0_ns = serializers.IntegerField()
+    collapsed = serializers.BooleanField(help_text="lanes start collapsed (big traces)")
+    tolerance_ms = serializers.FloatField()
+    lanes = serializers.ListField(child=serializers.DictField())
+    spans = serializers.DictField(help_text="parallel columns, one entry per span")
+    details = serializers.ListField(child=serializers.DictField())
+    edges = serializers.ListField(child=serializers.ListField(), help_text="[from index, to index, kind]")
+    critical = serializers.ListField(child=serializers.IntegerField())
+    findings = serializers.ListField(child=serializers.DictField())

@@ -62,7 +62,11 @@ def traces_completed(project_id: int, trace_ids: list[str]) -> None:
 def analyse_traces(project_id: int, trace_ids: list[str]) -> int:
     from traces.services import findings_update
 
-    return findings_update(project_id=project_id, trace_ids=trace_ids)
+    found = findings_update(project_id=project_id, trace_ids=trace_ids)
+    from policies.tasks import evaluate_traces  # policy evaluation of the same traces
+
+    evaluate_traces.delay(project_id, trace_ids)
+    return found
 
 
 @shared_task(name="traces.retention", time_limit=600, expires=600)

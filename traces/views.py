@@ -1,12 +1,92 @@
+import gzip
+import hashlib
+from functools import lru_cache
+
+import plotly
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404
-from django.shortcuts import render
+from django.db import transaction
+from django.http import Http404, HttpResponse, HttpResponseNotModified
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
+from governance.models import Role
+from governance.services import PermissionDenied, audit_record, client_address, role_require
 from governance.views import page_project
-from traces.records import KIND_NAMES, STATUS_NAMES
-from traces.selectors import LAST_CHOICES, spans_of_trace, trace_get, traces_search
-from traces.serializers import TraceFilterSerializer
+from traces.analysis import KINDS
+from traces.models import Finding
+from traces.selectors import (
+    LAST_CHOICES, findings_of_trace, findings_search, key_accesses, span_records_of_trace, trace_get, traces_search,
+)
+from traces.serializers import FindingFilterSerializer, KeyHistoryFilterSerializer, TraceFilterSerializer
+from traces.timeline import figure_build, graph_build, timeline_build, timeline_json
+
+KEY_HISTORY_LIMIT = 5000
+
+
+# ---------------------------------------------------------------------------
+# Writes. finding_acknowledge belongs with the other finding writes in traces/services.py;
+# it lives here until that file's owner moves it (the API imports it from here).
+
+
+def finding_acknowledge(*, finding: Finding, actor, address=None) -> bool:
+    """Mark an open finding acknowledged (operator role and up), with an audit record.
+    Returns False when it was already acknowledged; a withdrawn finding is a ValueError."""
+    role_require(user=actor, project=finding.project, role=Role.OPERATOR)
+    with transaction.atomic():
+        changed = Finding.objects.filter(pk=finding.pk, status=Finding.Status.OPEN).update(
+            status=Finding.Status.ACKNOWLEDGED, acknowledged_by=actor, acknowledged_at=timezone.now())
+        if changed:
+            audit_record(project=finding.project, actor=actor, action="finding.acknowledge", obj_type="finding",
+                         obj_id=finding.pk, detail={"kind": finding.kind, "key": finding.key}, address=address)
+    if not changed:
+        status = Finding.objects.filter(pk=finding.pk).values_list("status", flat=True).first()
+        if status == Finding.Status.WITHDRAWN:
+            raise ValueError("this finding was withdrawn: later spans showed it was not one")
+    finding.refresh_from_db()
+    return bool(changed)
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared with traces/api.py
+
+
+def finding_dict(finding: Finding, slug: str) -> dict:
+    """A stored finding as the timeline and its list show it, with links to its traces and key."""
+    return {
+        "id": finding.pk,
+        "kind": finding.kind,
+        "key": finding.key,
+        "detail": finding.detail,
+        "status": finding.status,
+        "span_ids": list(finding.span_ids),
+        "trace_ids": list(finding.trace_ids),
+        "agents": finding.agent_list,
+        "key_url": reverse("key-history", args=[slug, finding.key]) if finding.key else "",
+        "trace_urls": [[t, reverse("trace-detail", args=[slug, t]) + f"?finding={finding.pk}"]
+                       for t in finding.trace_ids],
+    }
+
+
+def trace_timeline_data(*, project, trace_id: str, with_figure: bool = True, skew_adjust: bool = False):
+    """(trace, timeline data) for one trace of the project, or (None, None)."""
+    trace = trace_get(project=project, trace_id=trace_id)
+    if trace is None:
+        return None, None
+    records = span_records_of_trace(project=project, trace_id=trace.trace_id)
+    findings = [finding_dict(f, project.slug) for f in findings_of_trace(project=project, trace_id=trace.trace_id)]
+    data = timeline_build(records, mode="trace", title=trace.root_name or trace.trace_id, findings=findings)
+    if with_figure:
+        data["figure"] = figure_build(data, skew_adjust=skew_adjust)
+    return trace, data
+
+
+# ---------------------------------------------------------------------------
+# Pages
 
 
 @login_required
@@ -18,39 +98,121 @@ def trace_list(request, slug):
     page = Paginator(traces, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "traces/list.html", {
+    return render(request, "traces/search.html", {
         "project": project, "page": page, "filters": request.GET, "errors": filters.errors if not valid else {},
-        "last_choices": list(LAST_CHOICES), "query": query.urlencode(),
+        "last_choices": list(LAST_CHOICES), "query": query.urlencode(), "finding_kinds": KINDS,
     })
-
-
-def _span_tree(spans):
-    """Spans in depth-first order with their depth, children by start time; orphans at the top level."""
-    ids = {s.span_id for s in spans}
-    children: dict[str, list] = {}
-    for span in spans:
-        parent = span.parent_span_id if span.parent_span_id in ids else ""
-        children.setdefault(parent, []).append(span)
-    ordered, stack = [], [(s, 0) for s in reversed(children.get("", []))]
-    while stack:
-        span, depth = stack.pop()
-        span.depth = depth
-        span.kind_name = KIND_NAMES[span.kind] if 0 <= span.kind < len(KIND_NAMES) else str(span.kind)
-        span.status_name = STATUS_NAMES[span.status_code] if 0 <= span.status_code < len(STATUS_NAMES) else "?"
-        ordered.append(span)
-        stack.extend((c, depth + 1) for c in reversed(children.get(span.span_id, [])))
-    return ordered
 
 
 @login_required
 def trace_detail(request, slug, trace_id):
+    """The causal timeline of one trace."""
+    project = page_project(request, slug)
+    trace, data = trace_timeline_data(project=project, trace_id=trace_id, skew_adjust=request.GET.get("skew") == "1")
+    if trace is None:
+        raise Http404("no such trace")
+    data["trace_url"] = reverse("trace-list", args=[slug])
+    return render(request, "traces/timeline.html", {
+        "project": project, "trace": trace, "data": data, "timeline_json": timeline_json(data),
+        "findings": data["findings"], "plotly_version": plotly.__version__,
+    })
+
+
+@login_required
+def trace_graph(request, slug, trace_id):
+    """One trace as a network: agents (or services) and the calls and messages between them."""
     project = page_project(request, slug)
     trace = trace_get(project=project, trace_id=trace_id)
     if trace is None:
         raise Http404("no such trace")
-    spans = _span_tree(list(spans_of_trace(project=project, trace_id=trace_id)))
-    for span in spans:
-        span.offset_ms = (span.start_ns - trace.start_ns) / 1e6
-        span.duration_ms = span.duration_ns / 1e6
-        span.indent = span.depth * 16
-    return render(request, "traces/detail.html", {"project": project, "trace": trace, "spans": spans})
+    by = "service" if request.GET.get("by") == "service" else "agent"
+    figure = graph_build(span_records_of_trace(project=project, trace_id=trace.trace_id), by=by)
+    return render(request, "traces/graph.html", {
+        "project": project, "trace": trace, "by": by, "figure_json": timeline_json(figure),
+        "plotly_version": plotly.__version__,
+    })
+
+
+@login_required
+def key_history(request, slug, key):
+    """Every access to one key across traces and agents, on the timeline, with its findings."""
+    project = page_project(request, slug)
+    filters = KeyHistoryFilterSerializer(data={**request.GET.dict(), "key": key})
+    valid = filters.is_valid()
+    since_ns, until_ns = filters.range_ns() if valid else (None, None)
+    records = key_accesses(project=project, key=key, since_ns=since_ns, until_ns=until_ns,
+                           limit=KEY_HISTORY_LIMIT + 1) if valid else []
+    truncated = len(records) > KEY_HISTORY_LIMIT
+    records = records[-KEY_HISTORY_LIMIT:]
+    findings = [finding_dict(f, slug) for f in findings_search(project=project, key=key)[:200]] if valid else []
+    data = timeline_build(records, mode="key", title=key, findings=findings)
+    data["figure"] = figure_build(data)
+    data["trace_url"] = reverse("trace-list", args=[slug])
+    return render(request, "traces/key_history.html", {
+        "project": project, "key": key, "data": data, "timeline_json": timeline_json(data),
+        "findings": data["findings"], "filters": request.GET, "errors": filters.errors if not valid else {},
+        "last_choices": list(LAST_CHOICES), "truncated": truncated, "limit": KEY_HISTORY_LIMIT,
+        "plotly_version": plotly.__version__, "access_count": len(records),
+    })
+
+
+@login_required
+def finding_list(request, slug):
+    project = page_project(request, slug)
+    filters = FindingFilterSerializer(data=request.GET)
+    valid = filters.is_valid()
+    findings = findings_search(project=project, **filters.search_kwargs()) if valid else Finding.objects.none()
+    page = Paginator(findings, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "traces/findings.html", {
+        "project": project, "page": page, "rows": [finding_dict(f, slug) | {"obj": f} for f in page],
+        "filters": request.GET, "errors": filters.errors if not valid else {}, "kinds": KINDS,
+        "statuses": Finding.Status.values, "query": query.urlencode(),
+        "can_acknowledge": request.membership is not None and request.membership.allows(Role.OPERATOR),
+    })
+
+
+@login_required
+@require_POST
+def finding_acknowledge_view(request, slug, finding_id):
+    project = page_project(request, slug)
+    finding = get_object_or_404(Finding, project=project, pk=finding_id)
+    try:
+        if finding_acknowledge(finding=finding, actor=request.user, address=client_address(request)):
+            messages.success(request, f"Finding {finding.pk} ({finding.kind}) acknowledged.")
+        else:
+            messages.info(request, f"Finding {finding.pk} was already acknowledged.")
+    except (PermissionDenied, ValueError) as exc:
+        messages.error(request, str(exc))
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        target = reverse("finding-list", args=[slug])
+    return redirect(target)
+
+
+# ---------------------------------------------------------------------------
+# plotly.js from the installed plotly package: no CDN, works offline
+
+
+@lru_cache(maxsize=1)
+def _plotly_js() -> tuple[bytes, bytes, str]:
+    raw = plotly.offline.get_plotlyjs().encode()
+    return raw, gzip.compress(raw, compresslevel=6), '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
+
+
+@require_GET
+def plotly_js(request):
+    raw, packed, etag = _plotly_js()
+    if request.headers.get("If-None-Match") == etag:
+        response = HttpResponseNotModified()
+    elif "gzip" in request.headers.get("Accept-Encoding", ""):
+        response = HttpResponse(packed, content_type="application/javascript; charset=utf-8")
+        response["Content-Encoding"] = "gzip"
+    else:
+        response = HttpResponse(raw, content_type="application/javascript; charset=utf-8")
+    response["ETag"] = etag
+    response["Vary"] = "Accept-Encoding"
+    # The URL carries plotly's version (?v=), so a new version is a new URL.
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response
