@@ -118,3 +118,40 @@ def test_a_skewed_clock_is_flagged_only_beyond_the_tolerance(tmp_path):
     assert [json.loads(line)["kind"] for line in flagged.stdout.splitlines()] == ["causality_violation"]
     tolerated = check_traces("--skew-tolerance-ms", "250", tmp_path / "skew.json", cwd=tmp_path)
     assert tolerated.returncode == 0
+
+
+SINGLE_WRITER = """\
+policy: orders-ownership
+rules:
+  - id: order-owner
+    kind: single_writer
+    key: "order/*"
+    writer: A
+"""
+
+
+def test_it_evaluates_a_policy_file_alongside_the_findings(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps(export_json(LOST_UPDATE)))
+    (tmp_path / "policy.yaml").write_text(SINGLE_WRITER)
+    result = check_traces("--format", "json", "--policy", tmp_path / "policy.yaml", tmp_path / "run.json", cwd=tmp_path)
+    assert result.returncode == 1
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["kind"] for r in rows] == ["lost_update", "policy_violation"]
+    violation = rows[1]
+    assert violation["policy"] == "orders-ownership" and violation["rule"] == "order-owner"
+    assert violation["span_ids"] == ["4" * 16] and violation["agents"] == ["B"]
+    assert violation["trace_ids"] == ["b" * 32]
+
+
+def test_a_clean_run_under_a_policy_exits_0(tmp_path):
+    (tmp_path / "run.binpb").write_bytes(export_request(LOST_UPDATE[:2]).SerializeToString())
+    (tmp_path / "policy.yaml").write_text(SINGLE_WRITER)
+    assert check_traces("--policy", tmp_path / "policy.yaml", tmp_path / "run.binpb", cwd=tmp_path).returncode == 0
+
+
+def test_a_malformed_policy_file_exits_2_with_its_line(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps(export_json(LOST_UPDATE)))
+    (tmp_path / "policy.yaml").write_text(SINGLE_WRITER.replace("single_writer", "single_writter"))
+    result = check_traces("--policy", tmp_path / "policy.yaml", tmp_path / "run.json", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "policy.yaml" in result.stderr and "line 4" in result.stderr
