@@ -102,6 +102,10 @@ def browser():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test.sh does, as root)")
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API runs an event loop in this thread; Django would then
+    # refuse the tests' own database calls as if they came from async code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
