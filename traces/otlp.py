@@ -176,11 +176,9 @@ def _keys_read_by(function) -> frozenset[str]:
 
 
 # Most spans carry none of the spec's concurrency attributes: they all get the same (empty) fields.
+# The keys are the ones concurrency_fields reads, so the two cannot drift apart.
 _CONCURRENCY_KEYS = _keys_read_by(concurrency_fields)
 _NO_CONCURRENCY = concurrency_fields({})
-# derive_identity reads these span attributes; the rest comes from the resource, so spans of one
-# resource with the same values share the result.
-_IDENTITY_KEYS = tuple(sorted(_keys_read_by(lambda attributes: derive_identity(attributes, {}))))
 
 
 @dataclass
@@ -190,57 +188,55 @@ class DecodedBatch:
     message: str  # why spans were rejected, "" when none were
 
 
-def _problem(span) -> str:
-    if len(span.trace_id) != 16 or not any(span.trace_id):
+def _problem(trace_id: bytes, span_id: bytes, parent_span_id: bytes, name: str, start: int, end: int) -> str:
+    if len(trace_id) != 16 or not any(trace_id):
         return "trace_id must be 16 non-zero bytes"
-    if len(span.span_id) != 8 or not any(span.span_id):
+    if len(span_id) != 8 or not any(span_id):
         return "span_id must be 8 non-zero bytes"
-    if len(span.parent_span_id) not in (0, 8):
+    if len(parent_span_id) not in (0, 8):
         return "parent_span_id must be empty or 8 bytes"
-    if not span.name:
+    if not name:
         return "name is empty"
-    if span.end_time_unix_nano < span.start_time_unix_nano:
+    if end < start:
         return "end_time_unix_nano is before start_time_unix_nano"
     return ""
 
 
 def spans_from_request(request: ExportTraceServiceRequest) -> DecodedBatch:
     """Turn a decoded request into SpanRecords; invalid spans are counted, not stored."""
+    # Hot: each field of a upb message is read once into a local (every read builds a new object).
     records: list[SpanRecord] = []
     problems: dict[str, int] = {}
     for resource_spans in request.resource_spans:
         resource = key_values(resource_spans.resource.attributes)
         resource_schema = resource_spans.schema_url
-        identities: dict[tuple, tuple] = {}
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             scope_name, scope_version, scope_schema = scope.name, scope.version, scope_spans.schema_url
             for span in scope_spans.spans:
-                problem = _problem(span)
+                trace_id, span_id, parent, name = span.trace_id, span.span_id, span.parent_span_id, span.name
+                start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                problem = _problem(trace_id, span_id, parent, name, start, end)
                 if problem:
                     problems[problem] = problems.get(problem, 0) + 1
                     continue
                 attributes = key_values(span.attributes)
-                identity_key = tuple(map(attributes.get, _IDENTITY_KEYS))
-                identity = identities.get(identity_key)
-                if identity is None:
-                    identity = identities[identity_key] = derive_identity(attributes, resource)
-                service, version, instance, agent, thread, chain, clock = identity
+                service, version, instance, agent, thread, chain, clock = derive_identity(attributes, resource)
                 concurrency = (
-                    concurrency_fields(attributes) if not _CONCURRENCY_KEYS.isdisjoint(attributes) else _NO_CONCURRENCY
+                    _NO_CONCURRENCY if _CONCURRENCY_KEYS.isdisjoint(attributes) else concurrency_fields(attributes)
                 )
-                parent = span.parent_span_id
+                status, events, links = span.status, span.events, span.links
                 records.append(
                     SpanRecord(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
+                        trace_id=trace_id.hex(),
+                        span_id=span_id.hex(),
                         parent_span_id=parent.hex() if parent and any(parent) else "",
-                        name=span.name,
+                        name=name,
                         kind=span.kind,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        status_code=span.status.code,
-                        status_message=span.status.message,
+                        start_ns=start,
+                        end_ns=end,
+                        status_code=status.code,
+                        status_message=status.message,
                         service_name=service,
                         service_version=version,
                         instance_id=instance,
@@ -251,11 +247,11 @@ def spans_from_request(request: ExportTraceServiceRequest) -> DecodedBatch:
                         attributes=attributes,
                         events=[
                             {"name": e.name, "time_ns": e.time_unix_nano, "attributes": key_values(e.attributes)}
-                            for e in span.events
-                        ],
+                            for e in events
+                        ] if events else [],
                         links=tuple(
-                            Link(l.trace_id.hex(), l.span_id.hex(), key_values(l.attributes)) for l in span.links
-                        ),
+                            Link(l.trace_id.hex(), l.span_id.hex(), key_values(l.attributes)) for l in links
+                        ) if links else (),
                         resource_attributes=resource,
                         scope_name=scope_name,
                         scope_version=scope_version,

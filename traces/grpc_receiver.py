@@ -1,0 +1,66 @@
+"""OTLP/gRPC: TraceService.Export over the shared receiver (traces/receiver.py).
+
+`build_server` returns a started-able grpc.Server so `manage.py otlp_grpc`
+and the tests run the same thing; the tests bind port 0.
+"""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+from django.conf import settings
+from django.db import close_old_connections
+from google.protobuf.duration_pb2 import Duration
+from google.rpc.error_details_pb2 import RetryInfo
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+from traces.otlp import export_response
+from traces.receiver import IngestFailure, bearer_key, export, ingest_key_check
+
+
+def _metadata_key(context) -> str:
+    for name, value in context.invocation_metadata() or ():
+        if name.lower() == "authorization":
+            return bearer_key(value if isinstance(value, str) else value.decode("latin-1"))
+    return ""
+
+
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def Export(self, request, context):
+        close_old_connections()
+        try:
+            key = ingest_key_check(_metadata_key(context))
+            rejected, message = export(key.project_id, request)
+        except IngestFailure as failure:
+            if failure.retry_after:
+                # The OTLP exporters space their retries by this RetryInfo.
+                info = RetryInfo(retry_delay=Duration(seconds=failure.retry_after))
+                context.set_trailing_metadata((("google.rpc.retryinfo-bin", info.SerializeToString()),))
+            context.abort(grpc.StatusCode[_CODE_NAMES[failure.grpc_code]], failure.message)
+        finally:
+            close_old_connections()
+        return export_response(rejected, message)
+
+
+# google.rpc.Code value -> grpc.StatusCode name
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def build_server(host: str = "0.0.0.0", port: int = 4317, workers: int = 8) -> tuple[grpc.Server, int]:
+    """A gRPC server with the trace service added and bound (not started); returns it and the bound port."""
+    limit = settings.OTLP_MAX_BODY_BYTES
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ],
+        maximum_concurrent_rpcs=workers * 4,
+    )
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if not bound:
+        raise OSError(f"could not bind the OTLP/gRPC receiver to {address}")
+    return server, bound
