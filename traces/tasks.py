@@ -12,7 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.models import Project
+from policies.tasks import evaluate_traces
 from traces.models import Span, Trace
+from traces.services import findings_update
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 500
@@ -60,11 +62,8 @@ def traces_completed(project_id: int, trace_ids: list[str]) -> None:
 
 @shared_task(name="traces.analyse", time_limit=600, acks_late=True)
 def analyse_traces(project_id: int, trace_ids: list[str]) -> int:
-    from traces.services import findings_update
-
     found = findings_update(project_id=project_id, trace_ids=trace_ids)
-    from policies.tasks import evaluate_traces  # policy evaluation of the same traces
-
+    # Policies are evaluated on the same traces, after their findings.
     evaluate_traces.delay(project_id, trace_ids)
     return found
 
