@@ -166,6 +166,26 @@ def test_it_stores_otlp_json_with_hex_ids_string_and_number_ints_and_enum_ints(c
     assert (summary.span_count, summary.error_count, summary.root_name) == (2, 1, "plan")
 
 
+def test_it_stores_json_with_proto_field_names_and_enum_names_as_the_cpp_exporter_sends(client, acme, acme_key):
+    # opentelemetry-cpp's OTLP/HTTP JSON defaults: use_json_name=false (snake_case names), hex ids,
+    # int64 as strings, enums by name.
+    document = {"resource_spans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"string_value": "cpp-agent"}}]},
+        "scope_spans": [{"spans": [
+            {"trace_id": T1, "span_id": "00f067aa0ba902b7", "parent_span_id": "00f067aa0ba902b8", "name": "step",
+             "kind": "SPAN_KIND_CLIENT", "start_time_unix_nano": "1700000000000000000",
+             "end_time_unix_nano": "1700000000002000000", "status": {"code": "STATUS_CODE_ERROR"},
+             "links": [{"trace_id": T2, "span_id": "00f067aa0ba902b9"}]},
+        ]}],
+    }]}
+    response = post(client, json.dumps(document).encode(), acme_key, "application/json; charset=utf-8")
+    assert response.status_code == 200, response.content
+    stored = Span.objects.get(project=acme)
+    assert (stored.trace_id, stored.parent_span_id, stored.kind, stored.status_code) == (T1, "00f067aa0ba902b8", 3, 2)
+    assert stored.service_name == "cpp-agent" and stored.end_ns == 1700000000002000000
+    assert stored.links == [{"trace_id": T2, "span_id": "00f067aa0ba902b9", "attributes": {}}]
+
+
 def test_it_answers_partial_success_in_json_for_json_requests(client, acme, acme_key):
     document = {"resourceSpans": [{"scopeSpans": [{"spans": [
         {"traceId": T1, "spanId": "00f067aa0ba902b7", "name": "good", "startTimeUnixNano": "1", "endTimeUnixNano": "2"},
