@@ -35,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from traces.records import (  # noqa: E402
+from traces.records import (
     KIND_CLIENT,
     KIND_CONSUMER,
     KIND_INTERNAL,

@@ -9,7 +9,13 @@ from django.views.decorators.http import require_POST
 from governance.models import IngestKey, Membership, Role
 from governance.selectors import audit_for_project, members_for_project, projects_for_user
 from governance.services import (
-    PermissionDenied, client_address, ingest_key_create, ingest_key_revoke, member_remove, member_set_role, membership_get,
+    PermissionDenied,
+    client_address,
+    ingest_key_create,
+    ingest_key_revoke,
+    member_remove,
+    member_set_role,
+    membership_get,
 )
 
 

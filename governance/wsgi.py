@@ -6,13 +6,13 @@ from governance.env import SettingError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
 
-from django.conf import settings  # noqa: E402
+from django.conf import settings
 
 try:
     settings.SECRET_KEY
 except ImproperlyConfigured:
     raise SettingError("SECRET_KEY must be set when DEBUG is false") from None
 
-from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.core.wsgi import get_wsgi_application
 
 application = get_wsgi_application()

@@ -98,7 +98,7 @@ def _copy_rank(s: SpanRecord) -> tuple:
 class _Spans:
     """The analysed spans, deduplicated by (trace_id, span_id), as parallel columns."""
 
-    __slots__ = ("recs", "n", "index", "st", "en", "parent", "clock", "end_key", "start_key")
+    __slots__ = ("clock", "en", "end_key", "index", "n", "parent", "recs", "st", "start_key")
 
     def __init__(self, spans: Iterable[SpanRecord]):
         index: dict[tuple[str, str], int] = {}
@@ -161,7 +161,7 @@ class _Graph:
     implicit (see `sync_parent`); every other edge is in `succ`.
     """
 
-    __slots__ = ("n", "succ", "indeg", "sync_parent")
+    __slots__ = ("indeg", "n", "succ", "sync_parent")
 
     def __init__(self, n: int):
         self.n = n
@@ -377,7 +377,7 @@ def _connect(g: _Graph, froms: list[int], tos: list[int]) -> None:
 class _Clocks:
     """Lane vector clocks at the start of every access span."""
 
-    __slots__ = ("lane", "lpos", "shift", "mask", "vc", "rank")
+    __slots__ = ("lane", "lpos", "mask", "rank", "shift", "vc")
 
     def field(self, x: int, lane: int) -> int:
         return (x >> self.shift[lane]) & self.mask

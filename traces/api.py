@@ -7,13 +7,20 @@ from rest_framework.views import APIView
 from governance.selectors import project_for_user
 from governance.services import client_address
 from traces.records import STATUS_NAMES
-from traces.selectors import findings_search, finding_get, key_accesses, spans_of_trace, trace_get, traces_search
+from traces.selectors import finding_get, findings_search, key_accesses, spans_of_trace, trace_get, traces_search
 from traces.serializers import (
-    FindingFilterSerializer, FindingSerializer, KeyHistoryFilterSerializer, KeyHistorySerializer, TimelineSerializer,
-    TraceDetailSerializer, TraceFilterSerializer, TraceSummarySerializer,
+    FindingFilterSerializer,
+    FindingSerializer,
+    KeyHistoryFilterSerializer,
+    KeyHistorySerializer,
+    TimelineSerializer,
+    TraceDetailSerializer,
+    TraceFilterSerializer,
+    TraceSummarySerializer,
 )
+from traces.services import finding_acknowledge
 from traces.timeline import access_label
-from traces.views import KEY_HISTORY_LIMIT, finding_acknowledge, trace_timeline_data
+from traces.views import KEY_HISTORY_LIMIT, trace_timeline_data
 
 
 class TraceListApi(ListAPIView):

@@ -269,7 +269,7 @@ def read_otlp_file(path: str) -> list[ExportTraceServiceRequest]:
     """Requests stored in a file: .binpb/.pb (one protobuf request), .json (one
     OTLP/JSON request), .jsonl (one OTLP/JSON request per line); gzip allowed
     as a further .gz suffix."""
-    name = path[:-3] if path.endswith(".gz") else path
+    name = path.removesuffix(".gz")
     with open(path, "rb") as handle:
         data = handle.read()
     if path.endswith(".gz"):

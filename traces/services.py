@@ -6,8 +6,10 @@ import hashlib
 
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
-from governance.models import Project
+from governance.models import Project, Role
+from governance.services import audit_record, role_require
 from traces.analysis import Finding as FoundFinding
 from traces.analysis import affected_scope, analyse
 from traces.models import Finding, FindingSpan, Span, member_text
@@ -88,3 +90,21 @@ def _withdraw_revised(project: Project, analysed: set[str], still_found: set[str
     withdrawn = [f.pk for f in candidates if set(f.span_ids) <= analysed]
     if withdrawn:
         Finding.objects.filter(pk__in=withdrawn).update(status=Finding.Status.WITHDRAWN)
+
+
+def finding_acknowledge(*, finding: Finding, actor, address=None) -> bool:
+    """Mark an open finding acknowledged (operator role and up), with an audit record.
+    Returns False when it was already acknowledged; a withdrawn finding is a ValueError."""
+    role_require(user=actor, project=finding.project, role=Role.OPERATOR)
+    with transaction.atomic():
+        changed = Finding.objects.filter(pk=finding.pk, status=Finding.Status.OPEN).update(
+            status=Finding.Status.ACKNOWLEDGED, acknowledged_by=actor, acknowledged_at=timezone.now())
+        if changed:
+            audit_record(project=finding.project, actor=actor, action="finding.acknowledge", obj_type="finding",
+                         obj_id=finding.pk, detail={"kind": finding.kind, "key": finding.key}, address=address)
+    if not changed:
+        status = Finding.objects.filter(pk=finding.pk).values_list("status", flat=True).first()
+        if status == Finding.Status.WITHDRAWN:
+            raise ValueError("this finding was withdrawn: later spans showed it was not one")
+    finding.refresh_from_db()
+    return bool(changed)

@@ -6,49 +6,31 @@ import plotly
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import Http404, HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from governance.models import Role
-from governance.services import PermissionDenied, audit_record, client_address, role_require
+from governance.services import PermissionDenied, client_address
 from governance.views import page_project
 from traces.analysis import KINDS
 from traces.models import Finding
 from traces.selectors import (
-    LAST_CHOICES, findings_of_trace, findings_search, key_accesses, span_records_of_trace, trace_get, traces_search,
+    LAST_CHOICES,
+    findings_of_trace,
+    findings_search,
+    key_accesses,
+    span_records_of_trace,
+    trace_get,
+    traces_search,
 )
 from traces.serializers import FindingFilterSerializer, KeyHistoryFilterSerializer, TraceFilterSerializer
+from traces.services import finding_acknowledge
 from traces.timeline import figure_build, graph_build, timeline_build, timeline_json
 
 KEY_HISTORY_LIMIT = 5000
-
-
-# ---------------------------------------------------------------------------
-# Writes. finding_acknowledge belongs with the other finding writes in traces/services.py;
-# it lives here until that file's owner moves it (the API imports it from here).
-
-
-def finding_acknowledge(*, finding: Finding, actor, address=None) -> bool:
-    """Mark an open finding acknowledged (operator role and up), with an audit record.
-    Returns False when it was already acknowledged; a withdrawn finding is a ValueError."""
-    role_require(user=actor, project=finding.project, role=Role.OPERATOR)
-    with transaction.atomic():
-        changed = Finding.objects.filter(pk=finding.pk, status=Finding.Status.OPEN).update(
-            status=Finding.Status.ACKNOWLEDGED, acknowledged_by=actor, acknowledged_at=timezone.now())
-        if changed:
-            audit_record(project=finding.project, actor=actor, action="finding.acknowledge", obj_type="finding",
-                         obj_id=finding.pk, detail={"kind": finding.kind, "key": finding.key}, address=address)
-    if not changed:
-        status = Finding.objects.filter(pk=finding.pk).values_list("status", flat=True).first()
-        if status == Finding.Status.WITHDRAWN:
-            raise ValueError("this finding was withdrawn: later spans showed it was not one")
-    finding.refresh_from_db()
-    return bool(changed)
 
 
 # ---------------------------------------------------------------------------

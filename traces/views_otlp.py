@@ -5,8 +5,27 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from google.rpc.status_pb2 import Status
 
-from traces.otlp import JSON, PROTOBUF, PROTOBUF_ALIASES, BodyTooLarge, OtlpDecodeError, decode_request, encode_response, export_response, inflate, media_type
-from traces.receiver import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED, IngestFailure, bearer_key, export, ingest_key_check
+from traces.otlp import (
+    JSON,
+    PROTOBUF,
+    PROTOBUF_ALIASES,
+    BodyTooLarge,
+    OtlpDecodeError,
+    decode_request,
+    encode_response,
+    export_response,
+    inflate,
+    media_type,
+)
+from traces.receiver import (
+    INVALID_ARGUMENT,
+    RESOURCE_EXHAUSTED,
+    UNIMPLEMENTED,
+    IngestFailure,
+    bearer_key,
+    export,
+    ingest_key_check,
+)
 
 
 def _status_response(failure: IngestFailure, content_type: str) -> HttpResponse:

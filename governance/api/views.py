@@ -8,7 +8,14 @@ from rest_framework.views import APIView
 
 from governance.models import AuditRecord, IngestKey, Membership, Role
 from governance.selectors import audit_for_project, members_for_project, project_for_user, projects_for_user
-from governance.services import client_address, ingest_key_create, ingest_key_revoke, member_remove, member_set_role, role_require
+from governance.services import (
+    client_address,
+    ingest_key_create,
+    ingest_key_revoke,
+    member_remove,
+    member_set_role,
+    role_require,
+)
 
 
 class ProjectOutput(serializers.Serializer):

@@ -1,0 +1,146 @@
+"""The timeline in a real browser: a 10,000-span trace draws within seconds, findings are red,
+clicking a finding or a bar fills the side panel from the data sent with the page."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bench.timeline_probe import make_trace
+from tests.conftest import log_in
+from tests.test_timeline import TRACE, hand_trace, store_finding
+from traces.ingest import spans_store
+
+pytestmark = pytest.mark.browser
+
+
+def _chart_trace_points(page, name: str) -> int:
+    return page.evaluate(
+        """name => {
+            const t = document.getElementById('tl-chart').data.find(t => t.name === name);
+            return t ? t.x.filter(v => v !== null).length : -1;
+        }""", name)
+
+
+def test_a_10k_span_trace_draws_fast_with_its_finding_in_red(transactional_db, live_server, page, acme, alice):
+    spans = make_trace(10_000)
+    spans_store(project_id=acme.pk, spans=spans)
+    writes = [s for s in spans if s.name == "write order" and s.state_key == "order/0"][:2]
+    finding = store_finding(acme, spans, key="order/0", span_ids=tuple(s.span_id for s in writes),
+                            detail="two writes of order/0 took effect without seeing each other")
+    log_in(page, live_server, "alice")
+
+    started = time.perf_counter()
+    page.goto(f"{live_server.url}/p/acme/traces/{spans[0].trace_id}/")
+    page.wait_for_selector("#tl-chart.js-plotly-plot .main-svg", timeout=8000)
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 8, f"the timeline took {elapsed:.1f} s"
+
+    item = page.locator(f".tl-finding[data-finding='{finding.pk}']")
+    assert item.is_visible()
+    assert "order/0" in item.inner_text()
+    color = item.locator(".tl-kind").evaluate("el => getComputedStyle(el).color")
+    assert color == "rgb(198, 40, 40)" or color.startswith("rgb(2") or "220, 38, 38" in color, color
+    # lanes start collapsed (10,000 spans), the finding's two bars are drawn anyway
+    assert _chart_trace_points(page, "finding") == 4
+    assert _chart_trace_points(page, "collapsed lane") > 0
+    assert "lanes start collapsed" in page.inner_text("#tl-status")
+    page.screenshot(path="/tmp/timeline-collapsed.png")
+
+    item.click()
+    panel = page.locator("#tl-panel")
+    panel.wait_for(state="visible", timeout=3000)
+    text = panel.inner_text()
+    assert "lost_update" in text
+    assert text.count("state.key") == 2 and "order/0" in text and "state.base_version" in text
+    assert writes[0].span_id in text and writes[1].span_id in text
+    assert _chart_trace_points(page, "selected") == 2
+
+    # expanding every lane draws all 10,000 bars
+    page.click("#tl-expand-all")
+    page.wait_for_function(
+        "() => document.getElementById('tl-chart').data.find(t => t.name === 'span').x.length > 20000",
+        timeout=8000)
+    page.screenshot(path="/tmp/timeline.png", full_page=False)
+
+
+def _click_span(page, span_id: str):
+    """Click the middle of a span's bar, found through the chart's own axes."""
+    box = page.evaluate(
+        """id => {
+            const gd = document.getElementById('tl-chart');
+            const data = JSON.parse(document.getElementById('timeline-data').textContent);
+            const i = data.spans.id.indexOf(id);
+            const h = gd.data.find(t => t.name === 'handles');
+            const k = h.customdata.indexOf(i);
+            const fl = gd._fullLayout, rect = gd.getBoundingClientRect();
+            return {x: rect.left + fl._size.l + fl.xaxis.l2p(h.x[k]), y: rect.top + fl._size.t + fl.yaxis.l2p(h.y[k])};
+        }""", span_id)
+    page.mouse.move(box["x"], box["y"])
+    page.mouse.click(box["x"], box["y"])
+
+
+def test_clicking_a_bar_shows_its_attributes_events_and_links(transactional_db, live_server, page, acme, alice):
+    spans = hand_trace()
+    spans_store(project_id=acme.pk, spans=spans)
+    store_finding(acme, spans)
+    log_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/p/acme/traces/{TRACE}/")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    # a small trace starts expanded, with arrows between lanes and the skewed lane flagged
+    assert _chart_trace_points(page, "span") > 0
+    assert page.evaluate("document.getElementById('tl-chart').layout.annotations.length") == 4
+    assert "⚠" in page.locator("#tl-chart .yaxislayer-above").text_content()
+    page.screenshot(path="/tmp/timeline-small.png")
+
+    _click_span(page, "a000000000000009")  # consume handoff: linked to the booker's publish
+    page.locator("#tl-panel").wait_for(state="visible", timeout=3000)
+    text = page.inner_text("#tl-panel")
+    assert "consume handoff" in text and "note" in text and "publish handoff (a000000000000005)" in text
+
+    # collapse the payer's subtree from the panel of its "pay" span
+    page.click("#tl-panel a.tl-span-link >> text='pay'")  # its parent
+    page.click("#tl-panel >> text=Collapse subtree (3)")
+    page.wait_for_function(
+        "() => document.getElementById('tl-chart').data.find(t => t.name === 'handles').x.length === 7")
+    assert page.locator("#tl-panel >> text=Expand subtree").is_visible()
+
+
+def test_the_key_history_page_draws_accesses(transactional_db, live_server, page, acme, bob):
+    spans = hand_trace()
+    spans_store(project_id=acme.pk, spans=spans)
+    finding = store_finding(acme, spans)
+    log_in(page, live_server, "bob")
+    page.goto(f"{live_server.url}/p/acme/findings/")
+    page.click(f"#finding-{finding.pk} a:has-text('order/42')")
+    page.wait_for_url("**/p/acme/state/order/42/")
+    page.goto(f"{live_server.url}/p/acme/state/order/42/?last=30d&since=2025-01-01T00:00")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    labels = page.evaluate("document.getElementById('tl-chart').data.find(t => t.name === 'labels').text")
+    assert sorted(labels) == ["r v4", "w v4←3", "w v5←3"]
+    assert _chart_trace_points(page, "finding") == 4
+    page.screenshot(path="/tmp/key-history.png")
+
+
+def test_a_50k_span_trace_still_opens(transactional_db, live_server, page, acme, alice):
+    spans = make_trace(50_000, trace_id="cd" * 16)
+    spans_store(project_id=acme.pk, spans=spans)
+    log_in(page, live_server, "alice")
+    started = time.perf_counter()
+    page.goto(f"{live_server.url}/p/acme/traces/{spans[0].trace_id}/", timeout=60000)
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=30000)
+    print(f"50k spans: chart ready after {time.perf_counter() - started:.1f} s")
+    print(page.evaluate("""() => { const n = performance.getEntriesByType('navigation')[0];
+        return {server_ms: n.responseStart - n.requestStart, download_ms: n.responseEnd - n.responseStart,
+                dom_ms: n.domContentLoadedEventEnd - n.responseEnd,
+                marks: performance.getEntriesByType('mark').map(m => [m.name, Math.round(m.startTime)]),
+                response_end: Math.round(n.responseEnd)}; }"""))
+    assert _chart_trace_points(page, "collapsed lane") > 0
+    page.click("#tl-expand-all")
+    page.wait_for_function(
+        "() => document.getElementById('tl-chart').data.find(t => t.name === 'span').x.length > 100000",
+        timeout=30000)
+    print(f"50k spans: all lanes expanded after {time.perf_counter() - started:.1f} s")
+    page.screenshot(path="/tmp/timeline-50k.png")

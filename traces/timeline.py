@@ -1,0 +1,459 @@
+"""Causal timeline and trace graph: the data the pages draw and their Plotly figures.
+
+No view logic and no database: plain functions over `SpanRecord`s and finding dicts,
+so the trace page, the key history page and the timeline API share them.
+
+The timeline data (``timeline_build``) is sent once with the page as JSON:
+
+- ``lanes``: one per agent, sorted by (service, instance, agent): label
+  "service / instance / agent", the lane's process clock, its clock offset against
+  the trace root's clock (``skew_ms``, from ``analysis.clock_skew``) and ``skewed`` when
+  that is beyond the tolerance, ``rows`` (nesting depth of the agent's own spans,
+  capped), ``count``, and the lane's extent ``x0``/``x1``.
+- ``spans``: parallel columns (``id``, ``parent`` index or -1, ``lane``, ``row``,
+  ``x0``/``x1`` in ms since ``t0_ns`` or epoch ms, ``name``, ``cat`` 0 normal / 1
+  critical path / 2 in a finding, ``err``, ``label``), and ``details`` per span
+  (kind, status, attributes, events, links) for the side panel.
+- ``edges``: ``[from, to, kind]`` span indexes of the causal edges that cross
+  lanes (``analysis.causal_edges``: link, reads_from, lock, rpc).
+- ``critical``: span indexes of the critical path, root first.
+- ``findings``: the stored findings on these spans, each with its span indexes.
+
+``figure_build`` turns that data and a view state (collapsed lanes, hidden
+subtrees, skew adjustment) into a Plotly figure; static/causeway/timeline.js
+mirrors it to redraw after a click, so both must keep the same geometry. Bars
+are thick WebGL line segments, one trace per category with None separators, so a
+50,000-span trace is a handful of traces, not 50,000 shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import plotly.graph_objects as go
+
+from traces.analysis import causal_edges, clock_skew, critical_path
+from traces.records import KIND_NAMES, STATUS_ERROR, STATUS_NAMES, SpanRecord
+
+COLLAPSE_OVER = 2000  # beyond this many spans, lanes start collapsed to a summary bar
+MAX_ROWS = 8  # nesting rows drawn per lane; deeper spans share the last row
+LANE_GAP = 0.6  # blank rows between lanes
+ANNOTATED_EDGES_MAX = 150  # up to this many edges get real arrows; beyond, lines with a head marker
+EDGE_KINDS = ("rpc", "link", "reads_from", "lock")
+EDGE_COLORS = {"rpc": "#334155", "link": "#7c3aed", "reads_from": "#0f766e", "lock": "#b45309"}
+# Span categories, drawn in this order (later on top): one WebGL trace each.
+CATEGORIES = (("span", "#60a5fa"), ("critical path", "#f59e0b"), ("finding", "#dc2626"))
+SUMMARY_COLOR = "#94a3b8"
+TRACE_NAMES = ("summary", "span", "critical", "finding", "edges", "edge heads", "labels", "handles")
+
+
+def _lane_label(service: str, instance: str, agent: str) -> str:
+    return f"{service or '?'} / {instance or '–'} / {agent or '?'}"
+
+
+def access_label(s: SpanRecord) -> str:
+    """How the key history labels one access: "r v3", "w v4←3", "w ✗ conflict"."""
+    if s.state_key and s.state_op == "read":
+        return f"r v{s.state_version}" if s.state_version is not None else "r"
+    if s.state_key and s.state_op == "write":
+        if s.state_conflict:
+            return "w ✗ conflict"
+        if s.status_code == STATUS_ERROR:
+            return "w ✗ error"
+        version = f"v{s.state_version}" if s.state_version is not None else "v?"
+        return f"w {version}←{s.state_base_version}" if s.state_base_version is not None else f"w {version} blind"
+    if s.idempotency_key:
+        return "exec" if s.idempotency_outcome == "executed" else s.idempotency_outcome or "idem"
+    if s.lock_name:
+        return f"lock t{s.lock_fencing_token}" if s.lock_fencing_token is not None else "lock"
+    return ""
+
+
+def _rows(parent: list[int], lane: list[int]) -> list[int]:
+    """Each span's row in its lane: how many of its ancestors are in the same lane (capped)."""
+    n = len(parent)
+    row = [-1] * n
+    for i in range(n):
+        if row[i] >= 0:
+            continue
+        path = []
+        j = i
+        base = -1
+        while True:
+            path.append(j)
+            row[j] = -2  # on the walk: a parent cycle ends it
+            p = parent[j]
+            if p < 0 or lane[p] != lane[j] or row[p] == -2:
+                break
+            if row[p] >= 0:
+                base = row[p]
+                break
+            j = p
+        for k in reversed(path):
+            base = min(base + 1, MAX_ROWS - 1)
+            row[k] = base
+    return row
+
+
+def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: str = "",
+                   findings: Sequence[dict] = (), tolerance_ms: float = 50.0,
+                   collapse_over: int = COLLAPSE_OVER) -> dict:
+    """The timeline data for one trace (mode "trace": x in ms since the first start, critical
+    path and clock skew) or one key's accesses (mode "key": x in epoch ms, access labels)."""
+    spans = sorted(spans, key=lambda s: (s.start_ns, s.span_id))
+    n = len(spans)
+    trace_mode = mode == "trace"
+    t0 = spans[0].start_ns if spans else 0
+    index = {(s.trace_id, s.span_id): i for i, s in enumerate(spans)}
+    by_span_id = {s.span_id: i for i, s in enumerate(spans)}
+
+    lane_keys = sorted({(s.service_name, s.instance_id, s.agent) for s in spans})
+    lane_of = {k: i for i, k in enumerate(lane_keys)}
+    lane = [lane_of[(s.service_name, s.instance_id, s.agent)] for s in spans]
+    get = index.get
+    parent = [get((s.trace_id, s.parent_span_id), -1) if s.parent_span_id else -1 for s in spans]
+    row = _rows(parent, lane)
+
+    if trace_mode:
+        scale, offset, digits = 1e-6, t0, 4
+    else:
+        scale, offset, digits = 1e-6, 0, 3
+    x0 = [round((s.start_ns - offset) * scale, digits) for s in spans]
+    x1 = [round((s.end_ns - offset) * scale, digits) for s in spans]
+
+    critical = []
+    skew: dict[str, int] = {}
+    if trace_mode and spans:
+        critical = [by_span_id[i] for i in critical_path(spans) if i in by_span_id]
+        skew = clock_skew(spans)
+    cat = [0] * n
+    for i in critical:
+        cat[i] = 1
+
+    found = []
+    for f in findings:
+        idxs = sorted({by_span_id[s] for s in f.get("span_ids", ()) if s in by_span_id})
+        for i in idxs:
+            cat[i] = 2
+        found.append({**f, "spans": idxs})
+
+    edges = []
+    for a, b, kind in causal_edges(spans) if n > 1 else ():
+        i, j = by_span_id.get(a), by_span_id.get(b)
+        if i is not None and j is not None and lane[i] != lane[j]:
+            edges.append([i, j, kind])
+
+    lanes = []
+    for li, (service, instance, agent) in enumerate(lane_keys):
+        lanes.append({"label": _lane_label(service, instance, agent), "service": service, "instance": instance,
+                      "agent": agent, "clock": "", "skew_ms": 0.0, "skewed": False, "rows": 1, "count": 0,
+                      "x0": math.inf, "x1": -math.inf, "errors": 0, "findings": 0})
+    for i, s in enumerate(spans):
+        ln = lanes[lane[i]]
+        ln["count"] += 1
+        ln["rows"] = max(ln["rows"], row[i] + 1)
+        ln["x0"] = min(ln["x0"], x0[i])
+        ln["x1"] = max(ln["x1"], x1[i])
+        if s.status_code == STATUS_ERROR:
+            ln["errors"] += 1
+        if cat[i] == 2:
+            ln["findings"] += 1
+        if not ln["clock"]:
+            ln["clock"] = s.clock
+    for ln in lanes:
+        off = skew.get(ln["clock"], 0) / 1e6
+        ln["skew_ms"] = round(off, 3)
+        ln["skewed"] = abs(off) > tolerance_ms
+
+    kinds, statuses = KIND_NAMES, STATUS_NAMES
+    details = [{
+        "trace_id": s.trace_id,
+        "kind": kinds[s.kind] if 0 <= s.kind < len(kinds) else str(s.kind),
+        "status": statuses[s.status_code] if 0 <= s.status_code < len(statuses) else str(s.status_code),
+        "status_message": s.status_message,
+        "version": s.service_version,
+        "thread": s.thread_id,
+        "attributes": s.attributes,
+        "events": s.events,
+        "links": [[link.trace_id, link.span_id] for link in s.links],
+    } for s in spans]
+
+    return {
+        "mode": mode,
+        "title": title,
+        "x_kind": "ms" if trace_mode else "date",
+        "t0_ns": t0 if trace_mode else 0,
+        "collapsed": n > collapse_over,
+        "tolerance_ms": tolerance_ms,
+        "lanes": lanes,
+        "spans": {
+            "id": [s.span_id for s in spans],
+            "parent": parent,
+            "lane": lane,
+            "row": row,
+            "x0": x0,
+            "x1": x1,
+            "name": [s.name for s in spans],
+            "cat": cat,
+            "err": [1 if s.status_code == STATUS_ERROR else 0 for s in spans],
+            "label": [access_label(s) for s in spans] if not trace_mode else [],
+        },
+        "details": details,
+        "edges": edges,
+        "critical": critical,
+        "findings": found,
+    }
+
+
+def _hidden_by_subtree(parent: list[int], collapsed_spans: Iterable[int]) -> set[int]:
+    """Descendants of the collapsed spans (the spans themselves stay visible)."""
+    roots = set(collapsed_spans)
+    if not roots:
+        return set()
+    children: dict[int, list[int]] = {}
+    for i, p in enumerate(parent):
+        if p >= 0:
+            children.setdefault(p, []).append(i)
+    hidden: set[int] = set()
+    todo = [c for r in roots for c in children.get(r, ())]
+    while todo:
+        i = todo.pop()
+        if i not in hidden:
+            hidden.add(i)
+            todo.extend(children.get(i, ()))
+    return hidden
+
+
+def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, collapsed_spans: Iterable[int] = (),
+                 skew_adjust: bool = False) -> dict:
+    """The Plotly figure (as its JSON dict) for timeline data in one view state. Without
+    `collapsed_lanes`, every lane is collapsed when the data says so, else none."""
+    lanes, S = data["lanes"], data["spans"]
+    if collapsed_lanes is None:
+        collapsed = set(range(len(lanes))) if data["collapsed"] else set()
+    else:
+        collapsed = set(collapsed_lanes)
+    hidden = _hidden_by_subtree(S["parent"], collapsed_spans)
+    base, y = [], 0.0
+    for li, ln in enumerate(lanes):
+        base.append(y)
+        y += (1 if li in collapsed else ln["rows"]) + LANE_GAP
+    total = max(y - LANE_GAP, 1)
+    shift = [ln["skew_ms"] if skew_adjust else 0.0 for ln in lanes]
+
+    lane_col, row_col, x0, x1, cat, name = S["lane"], S["row"], S["x0"], S["x1"], S["cat"], S["name"]
+    segs = [([], []), ([], []), ([], [])]
+    hx, hy, hc, ht = [], [], [], []
+    ypos: dict[int, float] = {}
+    for i in range(len(lane_col)):
+        if i in hidden:
+            continue
+        li = lane_col[i]
+        c = cat[i]
+        if li in collapsed:
+            if c == 0:
+                ypos[i] = base[li]
+                continue
+            yy = base[li]
+        else:
+            yy = base[li] + row_col[i]
+        ypos[i] = yy
+        a, b = x0[i] - shift[li], x1[i] - shift[li]
+        xs, ys = segs[c]
+        xs += (a, b, None)
+        ys += (yy, yy, None)
+        hx.append((a + b) / 2)
+        hy.append(yy)
+        hc.append(i)
+        ht.append(f"{name[i]}<br>{x1[i] - x0[i]:.3f} ms")
+    sx, sy = [], []
+    for li in sorted(collapsed):
+        ln = lanes[li]
+        if ln["count"]:
+            a, b = ln["x0"] - shift[li], ln["x1"] - shift[li]
+            sx += (a, b, None)
+            sy += (base[li], base[li], None)
+            hx.append((a + b) / 2)
+            hy.append(base[li])
+            hc.append(-1 - li)
+            ht.append(f"{ln['count']} spans of {ln['agent']}<br>click to expand the lane")
+
+    plot_px = min(max(total * 22, 200), 1400)
+    row_px = plot_px / (total + 1)
+    width = max(2.0, min(14.0, row_px * 0.6))
+
+    edge_x, edge_y, head_x, head_y, annotations = [], [], [], [], []
+    # An edge between two collapsed lanes is drawn only when it touches a highlighted span:
+    # thousands of arrows between summary bars say nothing and cost the browser seconds.
+    drawn = [(a, b, k) for a, b, k in data["edges"] if a in ypos and b in ypos
+             and (lane_col[a] not in collapsed or lane_col[b] not in collapsed or cat[a] or cat[b])]
+    for a, b, kind in drawn:
+        xa = (x1[a] if kind in ("reads_from", "lock") else x0[a]) - shift[lane_col[a]]
+        xb = x0[b] - shift[lane_col[b]]
+        if len(drawn) <= ANNOTATED_EDGES_MAX:
+            annotations.append({"x": xb, "y": ypos[b], "ax": xa, "ay": ypos[a], "xref": "x", "yref": "y",
+                                "axref": "x", "ayref": "y", "showarrow": True, "arrowhead": 2, "arrowsize": 1.2,
+                                "arrowwidth": 1.4, "arrowcolor": EDGE_COLORS.get(kind, "#334155"), "text": "",
+                                "standoff": 2, "hovertext": kind})
+        else:
+            edge_x += (xa, xb, None)
+            edge_y += (ypos[a], ypos[b], None)
+            head_x.append(xb)
+            head_y.append(ypos[b])
+
+    labels_x, labels_y, labels_t = [], [], []
+    if S["label"]:
+        for i, yy in ypos.items():
+            li = lane_col[i]
+            if S["label"][i] and (li not in collapsed or cat[i]):
+                labels_x.append(x0[i] - shift[li])
+                labels_y.append(yy - 0.32)
+                labels_t.append(S["label"][i])
+
+    # The skeleton goes through graph_objects (validated); the long columns are filled in
+    # afterwards, since validating 50,000-element lists costs more than everything else.
+    fig = go.Figure(layout=go.Layout(
+        template="plotly_white",
+        height=int(plot_px + 110),
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        hovermode="closest",
+        hoverdistance=30,
+        dragmode="zoom",
+        uirevision="timeline",
+        showlegend=True,
+        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        xaxis={"title": {"text": "ms since trace start" if data["x_kind"] == "ms" else "time (UTC)"},
+               "type": "linear" if data["x_kind"] == "ms" else "date", "zeroline": False, "showgrid": True},
+        yaxis={"tickmode": "array", "tickvals": base, "ticktext": [_tick(ln, li in collapsed) for li, ln in
+                                                                   enumerate(lanes)],
+               "range": [total + 0.1, -0.8], "showgrid": False, "zeroline": False, "automargin": True},
+        shapes=[{"type": "rect", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": base[li] - 0.5,
+                 "y1": base[li] + (1 if li in collapsed else ln["rows"]) - 0.5, "line": {"width": 0},
+                 "fillcolor": "#fef2f2" if ln["skewed"] else ("#f1f5f9" if li % 2 == 0 else "#ffffff"),
+                 "layer": "below"} for li, ln in enumerate(lanes)],
+    ))
+    fig.add_trace(go.Scattergl(name="collapsed lane", mode="lines", line={"color": SUMMARY_COLOR, "width": width},
+                               hoverinfo="skip", connectgaps=False))
+    for label, color in CATEGORIES:
+        # A finding's bar also gets a dot at each end, so a 1 ms write stays visible in a 10 s trace.
+        fig.add_trace(go.Scattergl(name=label, mode="lines+markers" if label == "finding" else "lines",
+                                   line={"color": color, "width": width}, marker={"color": color, "size": 9},
+                                   hoverinfo="skip", connectgaps=False))
+    fig.add_trace(go.Scattergl(name="causal edge", mode="lines", line={"color": "rgba(71,85,105,0.45)", "width": 1},
+                               hoverinfo="skip", connectgaps=False, showlegend=bool(edge_x)))
+    fig.add_trace(go.Scattergl(name="edge heads", mode="markers", showlegend=False, hoverinfo="skip",
+                               marker={"color": "rgba(71,85,105,0.7)", "size": 5, "symbol": "diamond"}))
+    # SVG, not WebGL: WebGL text is placed in float32, which cannot tell epoch milliseconds apart.
+    fig.add_trace(go.Scatter(name="labels", mode="text", showlegend=False, hoverinfo="skip",
+                               textposition="top right", textfont={"size": 10, "color": "#1e293b"}))
+    fig.add_trace(go.Scattergl(name="handles", mode="markers", showlegend=False,
+                               marker={"size": max(6.0, width), "color": "#000000", "opacity": 0},
+                               hovertemplate="%{text}<extra></extra>"))
+    out = fig.to_plotly_json()
+    columns = [
+        {"x": sx, "y": sy},
+        {"x": segs[0][0], "y": segs[0][1]},
+        {"x": segs[1][0], "y": segs[1][1]},
+        {"x": segs[2][0], "y": segs[2][1]},
+        {"x": edge_x, "y": edge_y},
+        {"x": head_x, "y": head_y},
+        {"x": labels_x, "y": labels_y, "text": labels_t},
+        {"x": hx, "y": hy, "customdata": hc, "text": ht},
+    ]
+    for trace, cols in zip(out["data"], columns):
+        trace.update(cols)
+    out["layout"]["annotations"] = annotations
+    return out
+
+
+def _tick(lane: dict, collapsed: bool) -> str:
+    text = lane["label"]
+    if lane["skewed"]:
+        text = f"⚠ {text} ({lane['skew_ms']:+.0f} ms)"
+    if collapsed:
+        text = f"▸ {text} [{lane['count']}]"
+    return text
+
+
+def timeline_json(data: dict) -> str:
+    """Compact JSON safe inside <script type="application/json"> (as json_script escapes it)."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False)
+    return text.replace("<", "\\u003C").replace(">", "\\u003E").replace("&", "\\u0026")
+
+
+# ---------------------------------------------------------------------------
+# The trace as a graph: agents (or services) and what passed between them
+
+
+def graph_build(spans: Sequence[SpanRecord], *, by: str = "agent") -> dict:
+    """A network figure: one node per agent (or service), one edge per direction and kind
+    with its count: "call" (a span whose parent is another node's) and "message" (a span
+    link to another node's span)."""
+    node_of = (lambda s: s.agent or s.service_name or "?") if by == "agent" else (lambda s: s.service_name or "?")
+    by_id = {s.span_id: s for s in spans}
+    sizes = Counter(node_of(s) for s in spans)
+    service_of = {}
+    for s in spans:
+        service_of.setdefault(node_of(s), s.service_name or "?")
+    counts: Counter = Counter()
+    for s in spans:
+        p = by_id.get(s.parent_span_id) if s.parent_span_id else None
+        if p is not None and node_of(p) != node_of(s):
+            counts[(node_of(p), node_of(s), "call")] += 1
+        for link in s.links:
+            q = by_id.get(link.span_id)
+            if q is not None and node_of(q) != node_of(s):
+                counts[(node_of(q), node_of(s), "message")] += 1
+    nodes = sorted(sizes)
+    pos = {}
+    for k, node in enumerate(nodes):
+        angle = 2 * math.pi * k / max(len(nodes), 1) + math.pi / 2
+        pos[node] = (0.0, 0.0) if len(nodes) == 1 else (math.cos(angle), math.sin(angle))
+    services = sorted(set(service_of.values()))
+    palette = ["#2563eb", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#db2777", "#65a30d", "#475569"]
+    colour = {svc: palette[i % len(palette)] for i, svc in enumerate(services)}
+
+    fig = go.Figure(layout=go.Layout(
+        template="plotly_white", height=640, margin={"l": 10, "r": 10, "t": 30, "b": 10}, showlegend=True,
+        xaxis={"visible": False, "range": [-1.5, 1.5]}, yaxis={"visible": False, "range": [-1.3, 1.3],
+                                                                 "scaleanchor": "x"},
+        hovermode="closest",
+    ))
+    annotations, label_x, label_y, label_t = [], [], [], []
+    pairs = Counter((a, b) for a, b, _ in counts)
+    for kind, color, dash in (("call", "#334155", "solid"), ("message", "#7c3aed", "dash")):
+        xs, ys = [], []
+        for (a, b, k), count in sorted(counts.items()):
+            if k != kind:
+                continue
+            (xa, ya), (xb, yb) = pos[a], pos[b]
+            # Two directions (or kinds) between one pair are bent apart a little.
+            bend = 0.08 * (1 if (a < b) == (kind == "call") else -1) if pairs[(a, b)] + pairs[(b, a)] > 1 else 0
+            mx, my = (xa + xb) / 2 - (yb - ya) * bend, (ya + yb) / 2 + (xb - xa) * bend
+            xs += (xa, mx, xb, None)
+            ys += (ya, my, yb, None)
+            annotations.append({"x": xb * 0.9 + mx * 0.1, "y": yb * 0.9 + my * 0.1, "ax": mx, "ay": my,
+                                "xref": "x", "yref": "y", "axref": "x", "ayref": "y", "showarrow": True,
+                                "arrowhead": 2, "arrowsize": 1.3, "arrowwidth": 1.5, "arrowcolor": color,
+                                "text": ""})
+            label_x.append(mx)
+            label_y.append(my)
+            label_t.append(f"{count} {kind}{'s' if count != 1 else ''}")
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{kind}s", hoverinfo="skip",
+                                 line={"color": color, "width": 1.5, "dash": dash}))
+    fig.add_trace(go.Scatter(x=label_x, y=label_y, mode="text", text=label_t, showlegend=False, hoverinfo="skip",
+                             textfont={"size": 11, "color": "#0f172a"}))
+    for svc in services:
+        members = [n for n in nodes if service_of[n] == svc]
+        fig.add_trace(go.Scatter(
+            x=[pos[n][0] for n in members], y=[pos[n][1] for n in members], mode="markers+text", name=svc,
+            text=members, textposition="bottom center",
+            marker={"size": [14 + 6 * math.log10(sizes[n] + 1) for n in members], "color": colour[svc],
+                    "line": {"width": 1, "color": "#fff"}},
+            hovertext=[f"{n} ({svc})<br>{sizes[n]} spans" for n in members], hoverinfo="text",
+        ))
+    fig.update_layout(annotations=annotations)
+    return fig.to_plotly_json()
