@@ -10,12 +10,9 @@ from django.db.models.functions import Cast
 
 from governance.models import Project
 from policies.models import Policy, PolicyVersion, Violation
+from traces.selectors import ns_of
 
 GROUPS = {"rule": "rule_id", "agent": "agent", "service": "service", "policy": "policy__name"}
-
-
-def _ns(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000_000)
 
 
 def policies_for_project(*, project: Project):
@@ -70,9 +67,9 @@ def violations_search(*, project: Project, policy_id: int | None = None, rule: s
     if trace_id:
         qs = qs.filter(trace_id=trace_id.lower())
     if since is not None:
-        qs = qs.filter(start_ns__gte=_ns(since))
+        qs = qs.filter(start_ns__gte=ns_of(since))
     if until is not None:
-        qs = qs.filter(start_ns__lte=_ns(until))
+        qs = qs.filter(start_ns__lte=ns_of(until))
     return qs.order_by("-start_ns", "-id")
 
 
@@ -88,7 +85,7 @@ def violation_counts(*, project: Project, since: datetime, until: datetime, buck
     if bucket_seconds < 1:
         raise ValueError("bucket_seconds must be at least 1")
     bucket_ns = int(bucket_seconds) * 1_000_000_000
-    qs = Violation.objects.filter(project=project, start_ns__gte=_ns(since), start_ns__lt=_ns(until))
+    qs = Violation.objects.filter(project=project, start_ns__gte=ns_of(since), start_ns__lt=ns_of(until))
     if policy_id:
         qs = qs.filter(policy_id=policy_id)
     bucket = Cast(F("start_ns") / Value(bucket_ns), BigIntegerField())
@@ -107,7 +104,7 @@ def violation_totals(*, project: Project, since: datetime | None = None, group_b
     if policy_id:
         qs = qs.filter(policy_id=policy_id)
     if since is not None:
-        qs = qs.filter(start_ns__gte=_ns(since))
+        qs = qs.filter(start_ns__gte=ns_of(since))
     field = GROUPS[group_by]
     return [(r[field], r["n"]) for r in qs.values(field).annotate(n=Count("id")).order_by("-n", field)[:limit]]
 

@@ -4,6 +4,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from policies.models import Policy, PolicyVersion, Violation
+from traces.serializers import SpanTimeField
 
 LAST_CHOICES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 MAX_DRY_RUN_HOURS = 24 * 30
@@ -143,8 +144,8 @@ class ViolationFilter(serializers.Serializer):
     service = serializers.CharField(required=False, allow_blank=True)
     trace_id = serializers.CharField(required=False, allow_blank=True)
     last = serializers.ChoiceField(choices=[""] + list(LAST_CHOICES), required=False, help_text="time range ending now")
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
+    since = SpanTimeField(required=False)
+    until = SpanTimeField(required=False)
 
     def validate(self, data):
         if data.get("last"):
@@ -179,8 +180,8 @@ class ViolationOutput(serializers.ModelSerializer):
 
 class CountsQuery(serializers.Serializer):
     project = serializers.SlugField(required=False)
-    since = serializers.DateTimeField(required=False, help_text="default: 24 hours ago")
-    until = serializers.DateTimeField(required=False, help_text="default: now")
+    since = SpanTimeField(required=False, help_text="default: 24 hours ago")
+    until = SpanTimeField(required=False, help_text="default: now")
     bucket_seconds = serializers.IntegerField(default=3600, min_value=60, max_value=30 * 86400)
     group_by = serializers.ChoiceField(choices=["rule", "agent", "service", "policy"], default="rule")
     policy = serializers.IntegerField(required=False, min_value=1)
@@ -196,7 +197,7 @@ class CountsQuery(serializers.Serializer):
 
 
 class CountOutput(serializers.Serializer):
-    bucket_start = serializers.DateTimeField()
+    bucket_start = SpanTimeField()
     group = serializers.CharField()
     count = serializers.IntegerField()
 

@@ -16,7 +16,7 @@ from traces.records import Link, SpanRecord, chain_and_clock
 LAST_CHOICES = {"15m": 15 * 60, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
 
-def _ns(moment: datetime) -> int:
+def ns_of(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000_000)
 
 
@@ -82,9 +82,9 @@ def traces_search(*, project, service="", agent="", name="", status="", since=No
     elif status == "ok":
         qs = qs.filter(error_count=0)
     if since is not None:
-        qs = qs.filter(end_ns__gte=_ns(since))
+        qs = qs.filter(end_ns__gte=ns_of(since))
     if until is not None:
-        qs = qs.filter(start_ns__lte=_ns(until))
+        qs = qs.filter(start_ns__lte=ns_of(until))
     if min_duration_ms is not None:
         qs = qs.extra(where=["end_ns - start_ns >= %s"], params=[int(min_duration_ms * 1e6)])
     if max_duration_ms is not None:

@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 from rest_framework import serializers
@@ -7,6 +7,23 @@ from traces.analysis import KINDS
 from traces.models import Finding, Span, Trace
 from traces.records import KIND_NAMES, STATUS_NAMES
 from traces.selectors import LAST_CHOICES
+
+
+class SpanTimeField(serializers.DateTimeField):
+    """A moment spans can have: span times are int64 nanoseconds since 1970, so 1970 to 2262."""
+
+    LOW = datetime(1970, 1, 1, tzinfo=UTC)
+    HIGH = datetime(2262, 4, 11, tzinfo=UTC)
+
+    def to_internal_value(self, value):
+        moment = super().to_internal_value(value)
+        if not self.LOW <= moment <= self.HIGH:
+            raise serializers.ValidationError("must be between 1970-01-01 and 2262-04-11")
+        return moment
+
+
+# Durations are int64 nanoseconds: about 292 years is the most a span can last.
+MAX_DURATION_MS = 9_000_000_000_000.0
 
 
 class TraceFilterSerializer(serializers.Serializer):
@@ -18,10 +35,10 @@ class TraceFilterSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, allow_blank=True, help_text="any span in the trace has this name")
     status = serializers.ChoiceField(choices=["", "ok", "error"], required=False)
     last = serializers.ChoiceField(choices=[""] + list(LAST_CHOICES), required=False, help_text="time range ending now")
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
-    min_duration_ms = serializers.FloatField(required=False, min_value=0)
-    max_duration_ms = serializers.FloatField(required=False, min_value=0)
+    since = SpanTimeField(required=False)
+    until = SpanTimeField(required=False)
+    min_duration_ms = serializers.FloatField(required=False, min_value=0, max_value=MAX_DURATION_MS)
+    max_duration_ms = serializers.FloatField(required=False, min_value=0, max_value=MAX_DURATION_MS)
     attr = serializers.CharField(required=False, allow_blank=True, max_length=1024,
                                  help_text='a span attribute "key=value", e.g. gen_ai.request.model=gpt-4o')
     finding_kind = serializers.ChoiceField(choices=[""] + list(KINDS), required=False,
@@ -123,8 +140,8 @@ class KeyHistoryFilterSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=512, help_text="state key (or idempotency key, or lock name)")
     last = serializers.ChoiceField(choices=[""] + list(LAST_CHOICES), required=False, default="24h",
                                    help_text="time range ending now (default 24h); since/until override it")
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
+    since = SpanTimeField(required=False)
+    until = SpanTimeField(required=False)
 
     def validate(self, data):
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
