@@ -19,7 +19,7 @@ stop() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/de
 trap stop INT TERM EXIT
 .venv/bin/celery -A governance worker --loglevel=WARNING --concurrency=2 & pids+=($!)
 .venv/bin/celery -A governance beat --loglevel=WARNING & pids+=($!)
-.venv/bin/gunicorn governance.wsgi --bind 127.0.0.1:8000 --workers 2 --threads 4 --access-logfile - --log-level warning & pids+=($!)
+.venv/bin/gunicorn governance.wsgi --bind 127.0.0.1:8000 --workers 2 --threads 4 --log-level warning & pids+=($!)
 $PY - <<'PYEOF'
 import time, urllib.request
 for _ in range(120):
