@@ -6,9 +6,15 @@ from governance.models import Project
 
 class Span(models.Model):
     """One stored span. Columns for what the product filters on, the spec's
-    concurrency attributes typed, everything else kept whole as JSON."""
+    concurrency attributes typed, everything else kept whole as JSON.
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    Ingest is the hot path, so the table carries as few indexes as the product's
+    queries allow: the primary key is (project, trace_id, span_id) itself (no id
+    column, no sequence, no separate unique index) and also serves lookups by
+    project, so the foreign key gets no index of its own."""
+
+    pk = models.CompositePrimaryKey("project", "trace_id", "span_id")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     trace_id = models.CharField(max_length=32)
     span_id = models.CharField(max_length=16)
     parent_span_id = models.CharField(max_length=16, blank=True)
@@ -43,12 +49,10 @@ class Span(models.Model):
     scope_schema_url = models.CharField(max_length=512, blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["project", "trace_id", "span_id"], name="span_unique_per_trace"),
-        ]
+        # No (project, name) index: the name filter of the trace search scans the project's spans
+        # (within its time range) rather than cost every ingested span an index insert.
         indexes = [
             models.Index(fields=["project", "start_ns"], name="span_project_start"),
-            models.Index(fields=["project", "name"], name="span_project_name"),
             models.Index(fields=["project", "state_key", "start_ns"], name="span_state_key", condition=~Q(state_key="")),
             models.Index(fields=["project", "idempotency_key"], name="span_idem_key", condition=~Q(idempotency_key="")),
             models.Index(fields=["project", "lock_name"], name="span_lock_name", condition=~Q(lock_name="")),
@@ -62,7 +66,8 @@ class Trace(models.Model):
         OPEN = "open"  # spans arriving; a settle task is queued
         COMPLETE = "complete"  # quiet for the quiet period and handed on
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # The unique (project, trace_id) index serves lookups by project.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     trace_id = models.CharField(max_length=32)
     root_name = models.CharField(max_length=512, blank=True)
     root_span_id = models.CharField(max_length=16, blank=True)

@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='Span',
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('pk', models.CompositePrimaryKey('project', 'trace_id', 'span_id', blank=True, editable=False, primary_key=True, serialize=False)),
                 ('trace_id', models.CharField(max_length=32)),
                 ('span_id', models.CharField(max_length=16)),
                 ('parent_span_id', models.CharField(blank=True, max_length=16)),
@@ -49,11 +49,10 @@ class Migration(migrations.Migration):
                 ('scope_version', models.CharField(blank=True, max_length=128)),
                 ('resource_schema_url', models.CharField(blank=True, max_length=512)),
                 ('scope_schema_url', models.CharField(blank=True, max_length=512)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='governance.project')),
+                ('project', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='governance.project')),
             ],
             options={
-                'indexes': [models.Index(fields=['project', 'start_ns'], name='span_project_start'), models.Index(fields=['project', 'name'], name='span_project_name'), models.Index(condition=models.Q(('state_key', ''), _negated=True), fields=['project', 'state_key', 'start_ns'], name='span_state_key'), models.Index(condition=models.Q(('idempotency_key', ''), _negated=True), fields=['project', 'idempotency_key'], name='span_idem_key'), models.Index(condition=models.Q(('lock_name', ''), _negated=True), fields=['project', 'lock_name'], name='span_lock_name')],
-                'constraints': [models.UniqueConstraint(fields=('project', 'trace_id', 'span_id'), name='span_unique_per_trace')],
+                'indexes': [models.Index(fields=['project', 'start_ns'], name='span_project_start'), models.Index(condition=models.Q(('state_key', ''), _negated=True), fields=['project', 'state_key', 'start_ns'], name='span_state_key'), models.Index(condition=models.Q(('idempotency_key', ''), _negated=True), fields=['project', 'idempotency_key'], name='span_idem_key'), models.Index(condition=models.Q(('lock_name', ''), _negated=True), fields=['project', 'lock_name'], name='span_lock_name')],
             },
         ),
         migrations.CreateModel(
@@ -72,7 +71,7 @@ class Migration(migrations.Migration):
                 ('last_received_at', models.DateTimeField()),
                 ('state', models.CharField(choices=[('open', 'Open'), ('complete', 'Complete')], default='open', max_length=16)),
                 ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='governance.project')),
+                ('project', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='governance.project')),
             ],
             options={
                 'indexes': [models.Index(fields=['project', '-start_ns'], name='trace_project_start'), models.Index(fields=['state', 'last_received_at'], name='trace_state_received')],
