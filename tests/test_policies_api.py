@@ -421,3 +421,16 @@ def test_a_viewer_sees_no_activate_or_save_buttons(client, ledger, bob):
     assert b"this needs the approver role" in refused.content
     ledger.refresh_from_db()
     assert ledger.active_version is None
+
+
+def test_the_timeline_marks_a_violating_span_beside_the_findings(ledger, alice, acme, ledger_spans, client):
+    policy_version_activate(policy=ledger, version=ledger.versions.get(number=1), actor=alice)
+    violations_record(project_id=acme.pk, trace_ids=ledger_spans)
+    trace_id = "aa02".ljust(32, "0")
+    data = api_as(alice).get(f"/api/v1/traces/{trace_id}/timeline/").json()
+    marked = [f for f in data["findings"] if f["kind"] == "policy_violation"]
+    assert len(marked) == 1
+    assert marked[0]["key"] == "ledger/ledger-owner" and marked[0]["agents"] == ["intruder"]
+    assert [data["spans"]["cat"][i] for i in marked[0]["spans"]] == [2]
+    client.force_login(alice)
+    assert "policy_violation" in client.get(f"/p/acme/traces/{trace_id}/").content.decode()

@@ -16,6 +16,7 @@ from governance.models import Role
 from governance.services import PermissionDenied, client_address
 from governance.views import page_project
 from traces.analysis import KINDS
+from policies.selectors import violations_search
 from traces.models import Finding
 from traces.selectors import (
     LAST_CHOICES,
@@ -54,6 +55,23 @@ def finding_dict(finding: Finding, slug: str) -> dict:
     }
 
 
+def violation_dict(violation, slug: str) -> dict:
+    """A policy violation in the shape of finding_dict, so the timeline marks its span the same way."""
+    rule = f"{violation.policy.name}/{violation.rule_id}"
+    return {
+        "id": f"v{violation.pk}",
+        "kind": "policy_violation",
+        "key": rule,
+        "detail": f"v{violation.version.number}: {violation.reason}",
+        "status": "enforced" if violation.enforced else "monitored",
+        "span_ids": [violation.span_id],
+        "trace_ids": [violation.trace_id],
+        "agents": [violation.agent],
+        "key_url": reverse("violation-list", args=[slug]) + f"?policy={violation.policy_id}&rule={violation.rule_id}",
+        "trace_urls": [[violation.trace_id, reverse("trace-detail", args=[slug, violation.trace_id])]],
+    }
+
+
 def trace_timeline_data(*, project, trace_id: str, with_figure: bool = True, skew_adjust: bool = False):
     """(trace, timeline data) for one trace of the project, or (None, None)."""
     trace = trace_get(project=project, trace_id=trace_id)
@@ -61,6 +79,8 @@ def trace_timeline_data(*, project, trace_id: str, with_figure: bool = True, ske
         return None, None
     records = span_records_of_trace(project=project, trace_id=trace.trace_id)
     findings = [finding_dict(f, project.slug) for f in findings_of_trace(project=project, trace_id=trace.trace_id)]
+    # Policy violations are marked like findings, as check_traces lists them beside findings.
+    findings += [violation_dict(v, project.slug) for v in violations_search(project=project, trace_id=trace.trace_id)[:500]]
     data = timeline_build(records, mode="trace", title=trace.root_name or trace.trace_id, findings=findings)
     if with_figure:
         data["figure"] = figure_build(data, skew_adjust=skew_adjust)
