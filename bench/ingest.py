@@ -57,32 +57,19 @@ from dataclasses import dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/causeway_bench"
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from tests.otlp_builders import key_values  # one OTLP encoder for tests and benches
 
 # --- the workload ---------------------------------------------------------------------------------------------------
 
 MODELS = ("gpt-4o", "claude-sonnet-4", "llama-3.1-70b")
 TOOLS = ("search_docs", "edit_file", "run_tests", "send_email", "query_db", "fetch_url")
 ROLES = ("planner", "coder", "reviewer", "tester", "support", "triage")
-
-
-def _value(value) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, (list, tuple)):
-        return AnyValue(array_value=ArrayValue(values=[_value(v) for v in value]))
-    return AnyValue(string_value=value)
-
-
-def _attrs(span_or_resource, attributes: dict) -> None:
-    span_or_resource.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attributes.items())
 
 
 class World:
@@ -120,7 +107,7 @@ class World:
             nonlocal count
             span = spans.add(trace_id=trace_id, span_id=next(ids), parent_span_id=parent, name=name, kind=kind,
                              start_time_unix_nano=begin, end_time_unix_nano=begin + length)
-            _attrs(span, attributes)
+            span.attributes.extend(key_values(attributes))
             if status:
                 span.status.CopyFrom(Status(code=status, message=message))
             count += 1
@@ -132,7 +119,7 @@ class World:
         if self.previous and rng.random() < 0.3:
             link_trace, link_span = rng.choice(self.previous)
             link = root.links.add(trace_id=link_trace, span_id=link_span)
-            _attrs(link, {"link.reason": "message"})
+            link.attributes.extend(key_values({"link.reason": "message"}))
         t = start + 1000
         llm = add("chat " + rng.choice(MODELS), root.span_id, 3, t, rng.randrange(200, 4000) * 1_000_000, {
             "gen_ai.system": "openai", "gen_ai.request.model": rng.choice(MODELS), "gen_ai.usage.input_tokens": rng.randrange(200, 9000),
@@ -194,7 +181,7 @@ def make_batches(count: int, spans_per_batch: int, resources: int, seed: int) ->
         scopes = []
         for agent in agents:
             resource_spans = request.resource_spans.add(schema_url="https://opentelemetry.io/schemas/1.27.0")
-            _attrs(resource_spans.resource, agent)
+            resource_spans.resource.attributes.extend(key_values(agent))
             scope_spans = resource_spans.scope_spans.add()
             scope_spans.scope.name, scope_spans.scope.version = "agent-framework", "0.9.2"
             scopes.append(scope_spans)

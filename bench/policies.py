@@ -288,7 +288,7 @@ def store_and_load(spans: list[SpanRecord]) -> tuple[list[SpanRecord], float, fl
     from governance.models import Project
     from traces.ingest import spans_store
     from traces.models import Span, Trace
-    from traces.selectors import span_record
+    from traces.selectors import span_records
 
     project, _ = Project.objects.get_or_create(slug="bench-policies", defaults={"name": "bench-policies"})
     Span.objects.filter(project=project).delete()
@@ -298,7 +298,7 @@ def store_and_load(spans: list[SpanRecord]) -> tuple[list[SpanRecord], float, fl
         spans_store(project_id=project.pk, spans=spans[start:start + 5000])
     stored = time.perf_counter() - started
     started = time.perf_counter()
-    loaded = [span_record(s) for s in Span.objects.filter(project=project).iterator(chunk_size=20_000)]
+    loaded = list(span_records(Span.objects.filter(project=project), chunk_size=20_000))
     return loaded, stored, time.perf_counter() - started
 
 

@@ -19,7 +19,7 @@ from governance.services import PermissionDenied, audit_record, role_require  # 
 from policies.core import PolicyError, PolicyProblem, evaluate, parse_policy, policy_document
 from policies.models import Policy, PolicyActivation, PolicyVersion, Violation
 from traces.models import Span
-from traces.selectors import span_record
+from traces.selectors import span_records
 
 EDIT_ROLE = Role.APPROVER  # create policies and save versions (drafts)
 APPROVE_ROLE = Role.APPROVER  # activate, roll back, change mode
@@ -167,12 +167,6 @@ def compiled_version(version_id: int, source: str):
     return parse_policy(source)
 
 
-def records_of(spans_qs):
-    """Span rows as records, read in chunks so a long window never sits in memory as model rows."""
-    for span in spans_qs.iterator(chunk_size=SPAN_CHUNK):
-        yield span_record(span)
-
-
 def violations_record(*, project_id: int, trace_ids: list[str]) -> int:
     """Evaluate the active version of every policy of the project on these traces; store new violations.
 
@@ -183,8 +177,8 @@ def violations_record(*, project_id: int, trace_ids: list[str]) -> int:
                     .select_related("active_version").order_by("pk"))
     if not policies or not trace_ids:
         return 0
-    spans = list(records_of(Span.objects.filter(project_id=project_id, trace_id__in=trace_ids)
-                            .order_by("trace_id", "start_ns", "span_id")))
+    spans = list(span_records(Span.objects.filter(project_id=project_id, trace_id__in=trace_ids)
+                              .order_by("trace_id", "start_ns", "span_id"), chunk_size=SPAN_CHUNK))
     if not spans:
         return 0
     start_of = {(s.trace_id, s.span_id): s.start_ns for s in spans}
@@ -254,7 +248,7 @@ def policy_dry_run(*, project: Project, source: str | None = None, version: Poli
 
     def counted():
         nonlocal scanned
-        for record in records_of(qs):
+        for record in span_records(qs, chunk_size=SPAN_CHUNK):
             if scanned >= max_spans:
                 return
             scanned += 1

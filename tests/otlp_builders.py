@@ -2,7 +2,7 @@
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 
 
 def any_value(value) -> AnyValue:
@@ -13,9 +13,7 @@ def any_value(value) -> AnyValue:
     if isinstance(value, float):
         return AnyValue(double_value=value)
     if isinstance(value, (list, tuple)):
-        out = AnyValue()
-        out.array_value.values.extend(any_value(v) for v in value)
-        return out
+        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
     return AnyValue(string_value=str(value))
 
 

@@ -22,13 +22,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as PbStatus
 
 from governance.models import AuditRecord, IngestKey, Project, hash_key
 from governance.services import ingest_key_revoke
 from tests.conftest import api_as
+from tests.otlp_builders import key_values
 from traces.models import Span, Trace
 
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
@@ -36,22 +36,6 @@ T1, T2, T3 = "0af7651916cd43dd8448eb211c80319c", "4bf92f3577b34da6a3ce929d0e0e47
 
 
 # --- building requests ----------------------------------------------------------------------------------------------
-
-
-def any_value(value) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, (list, tuple)):
-        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
-    return AnyValue(string_value=value)
-
-
-def key_values(attributes: dict) -> list[KeyValue]:
-    return [KeyValue(key=k, value=any_value(v)) for k, v in attributes.items()]
 
 
 def span(trace_id: str, span_id: str, name: str = "op", *, parent: str = "", start: int = 1_000_000_000,

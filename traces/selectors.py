@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 from django.db import connection
@@ -100,46 +101,31 @@ def spans_of_trace(*, project, trace_id: str):
     return Span.objects.filter(project=project, trace_id=trace_id.lower()).order_by("start_ns", "span_id")
 
 
-def span_record(span: Span) -> SpanRecord:
-    """A stored span as the plain record the analysis and policy cores read."""
-    chain, clock = chain_and_clock(span.instance_id, span.thread_id, span.agent)
-    return SpanRecord(
-        trace_id=span.trace_id, span_id=span.span_id, parent_span_id=span.parent_span_id, name=span.name,
-        kind=span.kind, start_ns=span.start_ns, end_ns=span.end_ns, status_code=span.status_code,
-        status_message=span.status_message, service_name=span.service_name, service_version=span.service_version,
-        instance_id=span.instance_id, agent=span.agent, thread_id=span.thread_id, chain=chain, clock=clock,
-        state_key=span.state_key, state_op=span.state_op, state_version=span.state_version,
-        state_base_version=span.state_base_version, state_conflict=span.state_conflict,
-        idempotency_key=span.idempotency_key, idempotency_outcome=span.idempotency_outcome,
-        lock_name=span.lock_name, lock_fencing_token=span.lock_fencing_token,
-        attributes=span.attributes, events=span.events,
-        links=tuple(Link(l["trace_id"], l["span_id"], l.get("attributes") or {}) for l in span.links),
-        resource_attributes=span.resource_attributes, scope_name=span.scope_name, scope_version=span.scope_version,
-        resource_schema_url=span.resource_schema_url, scope_schema_url=span.scope_schema_url,
-    )
-
-
 # ---------------------------------------------------------------------------
 # Timelines, key histories and findings
 
-# The columns a SpanRecord needs, read as tuples: building 10,000 model instances costs
-# more than the timeline itself.
+# The columns a SpanRecord needs, read as tuples: building model instances costs more
+# than the analyses that read the records.
 _RECORD_COLUMNS = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "status_code", "status_message",
     "service_name", "service_version", "instance_id", "agent", "thread_id", "state_key", "state_op", "state_version",
     "state_base_version", "state_conflict", "idempotency_key", "idempotency_outcome", "lock_name",
     "lock_fencing_token", "attributes", "events", "links",
 )
+_RESOURCE_COLUMNS = ("resource_attributes", "scope_name", "scope_version", "resource_schema_url", "scope_schema_url")
 
 
-def _records(qs) -> list[SpanRecord]:
-    out = []
-    append = out.append
-    for (trace_id, span_id, parent, name, kind, start, end, status_code, status_message, service, version, instance,
+def span_records(qs, *, resource: bool = True, chunk_size: int = 5000) -> Iterator[SpanRecord]:
+    """Stored spans as the plain records the analysis and policy cores read, streamed in chunks.
+    Without `resource`, resource attributes, scope and schema URLs are left empty (timelines
+    and the happens-before analysis do not read them)."""
+    columns = _RECORD_COLUMNS + (_RESOURCE_COLUMNS if resource else ())
+    for row in qs.values_list(*columns).iterator(chunk_size=chunk_size):
+        (trace_id, span_id, parent, name, kind, start, end, status_code, status_message, service, version, instance,
          agent, thread, key, op, state_version, base, conflict, idem, outcome, lock, token, attributes, events,
-         links) in qs.values_list(*_RECORD_COLUMNS):
+         links) = row[:26]
         chain, clock = chain_and_clock(instance, thread, agent)
-        append(SpanRecord(
+        record = SpanRecord(
             trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name, kind=kind, start_ns=start,
             end_ns=end, status_code=status_code, status_message=status_message, service_name=service,
             service_version=version, instance_id=instance, agent=agent, thread_id=thread, chain=chain, clock=clock,
@@ -147,13 +133,16 @@ def _records(qs) -> list[SpanRecord]:
             state_conflict=conflict, idempotency_key=idem, idempotency_outcome=outcome, lock_name=lock,
             lock_fencing_token=token, attributes=attributes, events=events,
             links=tuple(Link(l["trace_id"], l["span_id"], l.get("attributes") or {}) for l in links) if links else (),
-        ))
-    return out
+        )
+        if resource:
+            (record.resource_attributes, record.scope_name, record.scope_version, record.resource_schema_url,
+             record.scope_schema_url) = row[26:]
+        yield record
 
 
 def span_records_of_trace(*, project, trace_id: str) -> list[SpanRecord]:
     """One trace's spans as plain records (no resource attributes), by start time."""
-    return _records(spans_of_trace(project=project, trace_id=trace_id))
+    return list(span_records(spans_of_trace(project=project, trace_id=trace_id), resource=False))
 
 
 def key_accesses(*, project, key: str, since_ns: int | None = None, until_ns: int | None = None,
@@ -165,7 +154,7 @@ def key_accesses(*, project, key: str, since_ns: int | None = None, until_ns: in
         qs = qs.filter(start_ns__gte=since_ns)
     if until_ns is not None:
         qs = qs.filter(start_ns__lte=until_ns)
-    records = _records(qs.order_by("-start_ns", "span_id")[:limit])
+    records = list(span_records(qs.order_by("-start_ns", "span_id")[:limit], resource=False))
     records.reverse()
     return records
 

@@ -13,7 +13,8 @@ from governance.services import audit_record, role_require
 from traces.analysis import Finding as FoundFinding
 from traces.analysis import affected_scope, analyse
 from traces.models import Finding, FindingSpan, Span, member_text
-from traces.selectors import span_record
+from traces.records import SpanRecord
+from traces.selectors import span_records
 
 
 def finding_fingerprint(found: FoundFinding) -> str:
@@ -21,14 +22,14 @@ def finding_fingerprint(found: FoundFinding) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _window_spans(project: Project, trace_ids: list[str]) -> list[Span]:
+def _window_spans(project: Project, trace_ids: list[str]) -> list[SpanRecord]:
     """The spans analysis needs for these traces: the traces themselves, every trace that
     touches one of their keys, idempotency keys or locks within the project's window, and
     the traces they link to."""
-    new_spans = list(Span.objects.filter(project=project, trace_id__in=trace_ids))
+    new_spans = list(span_records(Span.objects.filter(project=project, trace_id__in=trace_ids), resource=False))
     if not new_spans:
         return []
-    scope = affected_scope([span_record(s) for s in new_spans])
+    scope = affected_scope(new_spans)
     window_ns = project.analysis_window_minutes * 60 * 1_000_000_000
     low = min(s.start_ns for s in new_spans) - window_ns
     high = max(s.end_ns for s in new_spans) + window_ns
@@ -45,16 +46,18 @@ def _window_spans(project: Project, trace_ids: list[str]) -> list[Span]:
             Span.objects.filter(touching, project=project, start_ns__gte=low, start_ns__lte=high)
             .values_list("trace_id", flat=True).distinct()
         )
-    return list(Span.objects.filter(project=project, trace_id__in=related))
+    others = related - set(trace_ids)
+    if others:
+        new_spans += span_records(Span.objects.filter(project=project, trace_id__in=others), resource=False)
+    return new_spans
 
 
 def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
     """Analyse the traces that turned quiet; store new findings, withdraw revised ones. Returns new findings."""
     project = Project.objects.get(pk=project_id)
-    spans = _window_spans(project, trace_ids)
-    if not spans:
+    records = _window_spans(project, trace_ids)
+    if not records:
         return 0
-    records = [span_record(s) for s in spans]
     trace_of = {s.span_id: s.trace_id for s in records}
     start_of = {s.span_id: s.start_ns for s in records}
     found = analyse(records)
