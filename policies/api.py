@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from governance.selectors import project_for_user
 from governance.services import client_address
-from policies.core import PolicyError
+from policies.core import PolicyError, parse_policy, policy_document
 from policies.selectors import (
     policies_for_project,
     policy_for_user,
@@ -116,6 +116,17 @@ class PolicyListApi(PolicyApiView):
         data.is_valid(raise_exception=True)
         policy = policy_create(project=project, actor=request.user, address=client_address(request), **data.validated_data)
         return Response(PolicyDetailOutput(self.policy(policy.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class PolicyValidateApi(PolicyApiView):
+    @extend_schema(request=SourceInput, responses={200: OpenApiResponse(description="{\"document\": the canonical policy}"),
+                                                  **INVALID},
+                   description="Check a policy text against the format (policies/policy.schema.json) and the rule "
+                               "checks, saving nothing: the editor calls it as you type.")
+    def post(self, request):
+        data = SourceInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response({"document": policy_document(parse_policy(data.validated_data["source"]))})
 
 
 class PolicyDetailApi(PolicyApiView):
@@ -249,6 +260,7 @@ class ViolationCountsApi(APIView):
 # Included under /api/v1/ by governance/urls.py.
 urlpatterns = [
     path("policies/", PolicyListApi.as_view()),
+    path("policies/validate/", PolicyValidateApi.as_view()),
     path("policies/<int:policy_id>/", PolicyDetailApi.as_view()),
     path("policies/<int:policy_id>/mode/", PolicyModeApi.as_view()),
     path("policies/<int:policy_id>/versions/", VersionListApi.as_view()),

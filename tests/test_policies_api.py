@@ -434,3 +434,13 @@ def test_the_timeline_marks_a_violating_span_beside_the_findings(ledger, alice, 
     assert [data["spans"]["cat"][i] for i in marked[0]["spans"]] == [2]
     client.force_login(alice)
     assert "policy_violation" in client.get(f"/p/acme/traces/{trace_id}/").content.decode()
+
+
+def test_validating_a_draft_saves_nothing_and_locates_problems(acme, bob):
+    response = api_as(bob).post("/api/v1/policies/validate/", {"source": BROKEN}, format="json")
+    assert response.status_code == 400
+    problems = response.json()["error"]["problems"]
+    assert problems[0]["line"] == 8 and problems[0]["column"] == 11
+    ok = api_as(bob).post("/api/v1/policies/validate/", {"source": LEDGER_V1}, format="json")
+    assert ok.status_code == 200 and ok.json()["document"]["policy"] == "ledger"
+    assert not Policy.objects.exists()

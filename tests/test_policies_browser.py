@@ -28,6 +28,9 @@ def test_alice_fixes_a_policy_error_dry_runs_it_and_activates_it(live_server, pa
     expect(page.get_by_label("Policy source")).to_have_value(LEDGER_V1)
 
     page.get_by_label("Policy source").fill(BROKEN)
+    # The editor validates as you type, before anything is saved.
+    expect(page.locator("#problems li").first).to_contain_text("Line 8, column 11")
+    expect(page.locator("#gutter .bad-line")).to_have_text("8")
     page.get_by_role("button", name="Save new version").click()
     problems = page.locator("#problems li")
     expect(problems).to_have_count(1)
@@ -37,6 +40,7 @@ def test_alice_fixes_a_policy_error_dry_runs_it_and_activates_it(live_server, pa
     assert policy.versions.count() == 1
 
     page.get_by_label("Policy source").fill(LEDGER_V2)
+    expect(page.locator("#valid-note")).to_have_text("Valid policy.")
     page.get_by_role("button", name="Dry run").click()
     expect(page.locator("#problems")).to_have_count(0)
     expect(page.locator(".dry-run-total")).to_have_text("2 violations")

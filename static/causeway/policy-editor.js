@@ -43,11 +43,81 @@
       render();
     }
   });
-  document.querySelectorAll("#problems li[data-line]").forEach(function (item) {
-    item.addEventListener("click", function () {
-      var line = parseInt(item.dataset.line, 10);
-      if (line) goTo(line, parseInt(item.dataset.column, 10));
+  function bindProblems() {
+    document.querySelectorAll("#problems li[data-line]").forEach(function (item) {
+      item.addEventListener("click", function () {
+        var line = parseInt(item.dataset.line, 10);
+        if (line) goTo(line, parseInt(item.dataset.column, 10));
+      });
     });
-  });
+  }
+
+  // Live validation as you type: the server checks the text against policy.schema.json and the
+  // rule checks (the same code that saves), and nothing is saved.
+  var box = document.getElementById("problems-box");
+  var csrf = document.querySelector("input[name=csrfmiddlewaretoken]");
+  var timer = null, asked = 0;
+
+  function showProblems(problems) {
+    errorLines = {};
+    dirty = false;
+    box.textContent = "";
+    if (!problems.length) {
+      var ok = document.createElement("p");
+      ok.className = "ok";
+      ok.id = "valid-note";
+      ok.textContent = "Valid policy.";
+      box.appendChild(ok);
+      render();
+      return;
+    }
+    var head = document.createElement("h2");
+    head.className = "error";
+    head.textContent = problems.length + " problem" + (problems.length === 1 ? "" : "s");
+    var list = document.createElement("ul");
+    list.className = "problems";
+    list.id = "problems";
+    problems.forEach(function (p) {
+      if (p.line) errorLines[p.line] = true;
+      var item = document.createElement("li");
+      item.dataset.line = p.line || "";
+      item.dataset.column = p.column || "";
+      var where = document.createElement("span");
+      where.className = "where";
+      where.textContent = p.line ? "Line " + p.line + (p.column ? ", column " + p.column : "") : "Somewhere";
+      item.appendChild(where);
+      if (p.path) { var code = document.createElement("code"); code.textContent = " " + p.path; item.appendChild(code); }
+      item.appendChild(document.createElement("br"));
+      item.appendChild(document.createTextNode(p.message));
+      list.appendChild(item);
+    });
+    box.appendChild(head);
+    box.appendChild(list);
+    bindProblems();
+    render();
+  }
+
+  function validate() {
+    var mine = ++asked;
+    fetch(box.dataset.validateUrl, {
+      method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "X-CSRFToken": csrf ? csrf.value : ""},
+      body: JSON.stringify({source: source.value}),
+    }).then(function (response) {
+      return response.json().then(function (body) { return {status: response.status, body: body}; });
+    }).then(function (answer) {
+      if (mine !== asked) return;  // a newer check is on its way
+      if (answer.status === 200) showProblems([]);
+      else if (answer.body.error && answer.body.error.problems) showProblems(answer.body.error.problems);
+    }).catch(function () { /* offline or server gone: saving still validates */ });
+  }
+
+  if (box) {
+    source.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(validate, 400);
+    });
+  }
+  bindProblems();
   render();
 })();
