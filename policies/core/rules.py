@@ -11,6 +11,7 @@ engine; they only compile here.
 from __future__ import annotations
 
 import heapq
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import jsonschema
@@ -43,7 +44,7 @@ def _short(value, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class Rule:
+class Rule(ABC):
     kind = ""
 
     def __init__(self, index: int, spec: dict, path: tuple, problems: list):
@@ -53,8 +54,9 @@ class Rule:
         self.selector = Selector(spec.get("match"), path + ("match",), problems)
         self.dynamic = self.selector.dynamic
 
+    @abstractmethod
     def check_for(self, sig: tuple) -> Check | None:
-        raise NotImplementedError
+        """The per-span check for spans of this signature, or None when the rule cannot apply to them."""
 
     def fields(self) -> dict:
         return {}
