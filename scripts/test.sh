@@ -11,6 +11,11 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }) \
     || echo "chromium could not be installed: browser tests will fail" >&2
 fi
+if ! command -v node >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  # tests/test_node_exporter.py runs the OpenTelemetry JS exporters under Node.js.
+  (apt-get install -y -q nodejs npm >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q nodejs npm >/dev/null; }) \
+    || echo "Node.js could not be installed: the JS exporter tests will fail" >&2
+fi
 export DEBUG=${DEBUG:-true}
 export CAUSEWAY_DATA_DIR=${CAUSEWAY_DATA_DIR:-$PWD/data/test}
 exec .venv/bin/python -m pytest "$@"

@@ -140,3 +140,60 @@ def _clean_broker_dir():
         shutil.rmtree(settings.BROKER_DIR / "queue", ignore_errors=True)
         (settings.BROKER_DIR / "queue").mkdir(parents=True, exist_ok=True)
     yield
+
+
+def _database_url(settings_dict: dict) -> str:
+    """The URL of the database this test run uses (the test database, not the configured one)."""
+    if settings_dict["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    return (f"postgres://{user}{password}@{settings_dict.get('HOST') or '127.0.0.1'}:"
+            f"{settings_dict.get('PORT') or 5432}/{settings_dict['NAME']}")
+
+
+@pytest.fixture
+def gunicorn_url(transactional_db, tmp_path):
+    """gunicorn serving governance.wsgi on the test database, as production runs it: DEBUG off."""
+    import http.client
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from django.db import connection
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict), "DEBUG": "false",
+           "SECRET_KEY": "tests", "CAUSEWAY_DATA_DIR": str(tmp_path)}
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "governance.wsgi", "--bind", f"127.0.0.1:{port}",
+             "--workers", "1", "--timeout", "60"],
+            cwd=Path(__file__).parent.parent, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"gunicorn exited: {log.read_text()}"
+            assert time.monotonic() < deadline, "gunicorn did not answer within 60 s"
+            try:
+                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                probe.request("GET", "/v1/traces")
+                if probe.getresponse().status == 405:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -387,6 +387,33 @@ def test_it_works_over_real_http_with_keep_alive(live_server, acme, acme_key):
     assert Span.objects.filter(project=acme).count() == 3
 
 
+def post_chunked(url: str, key: str, body: bytes) -> tuple[int, bytes]:
+    """POST body in 1 kB chunks with Transfer-Encoding: chunked and no Content-Length, as the JS exporters do."""
+    address = urlsplit(url)
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    chunks = (body[at:at + 1024] for at in range(0, len(body), 1024))
+    conn.request("POST", "/v1/traces", body=chunks, encode_chunked=True,
+                 headers={"Authorization": f"Bearer {key}", "Content-Type": PROTOBUF, "Transfer-Encoding": "chunked"})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_is_stored_whole_under_gunicorn(gunicorn_url, acme, acme_key):
+    status, body = post_chunked(gunicorn_url, acme_key, small_batch())
+    assert status == 200 and ExportTraceServiceResponse.FromString(body) == ExportTraceServiceResponse()
+    assert Span.objects.filter(project=acme).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_is_411_on_a_server_that_cannot_decode_it(live_server, acme, acme_key):
+    # Django's development server hands the view an empty body: saying 200 would lose every span.
+    status, body = post_chunked(live_server.url, acme_key, small_batch())
+    assert status == 411
+    assert RpcStatus.FromString(body).message.startswith("a chunked body needs a server that decodes it")
+    assert not Span.objects.exists()
+
+
 # --- projects, keys and who may do what -----------------------------------------------------------------------------
 
 

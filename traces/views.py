@@ -15,8 +15,8 @@ from django.views.decorators.http import require_GET, require_POST
 from governance.models import Role
 from governance.services import PermissionDenied, client_address
 from governance.views import page_project
-from traces.analysis import KINDS
 from policies.selectors import violations_search
+from traces.analysis import KINDS
 from traces.models import Finding
 from traces.selectors import (
     LAST_CHOICES,

@@ -42,7 +42,13 @@ def _read_body(request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise IngestFailure(413, RESOURCE_EXHAUSTED, f"body of {declared} bytes is over the limit of {limit}")
     if not declared and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-        # Django reads a body without Content-Length as empty; gunicorn's input decodes chunked bodies.
+        # Django reads a body without Content-Length as empty; gunicorn's input decodes chunked bodies
+        # and says so with wsgi.input_terminated. A server that does not (Django's development server)
+        # would hand us an empty body and the spans would be lost behind a 200: refuse instead.
+        if not request.environ.get("wsgi.input_terminated"):
+            raise IngestFailure(411, INVALID_ARGUMENT,
+                                "a chunked body needs a server that decodes it: run Causeway under gunicorn "
+                                "(scripts/run.sh does), or send Content-Length")
         body = request.environ["wsgi.input"].read(limit + 1)
     else:
         body = request.read(limit + 1)
