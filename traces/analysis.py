@@ -475,6 +475,8 @@ def _vector_clocks(sp: _Spans, accesses: list[int]) -> _Clocks:
                 if d == 0:
                     push(v)
         if extra >= 0:
+            # The same join as for each successor above, written out again rather than called:
+            # this loop runs once per event of every analysed span.
             v = extra
             y = vc[v]
             if y == 0:
