@@ -44,8 +44,6 @@ import http.client
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +61,7 @@ if ROOT not in sys.path:
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from tests.gunicorn import gunicorn_serving  # one way to start gunicorn for tests and benches
 from tests.otlp_builders import key_values  # one OTLP encoder for tests and benches
 
 # --- the workload ---------------------------------------------------------------------------------------------------
@@ -299,12 +298,6 @@ def fresh_database(database_url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Server:
     """gunicorn governance.wsgi on a fresh database, for the length of a `with`."""
 
@@ -313,9 +306,9 @@ class Server:
         self.data_dir = tempfile.mkdtemp(prefix="causeway-bench-")
         self.env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "false", "SECRET_KEY": "bench",
                     "CAUSEWAY_DATA_DIR": self.data_dir, "LOG_LEVEL": "WARNING"}
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = ""
         self.process = None
+        self._serving = None
 
     def manage(self, *args) -> str:
         done = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
@@ -328,37 +321,18 @@ class Server:
         fresh_database(self.database_url)
         self.manage("migrate", "-v0")
         self.key = self.manage("create_ingest_key", "bench").strip()
-        gunicorn = os.path.join(os.path.dirname(PYTHON), "gunicorn")
-        command = [gunicorn, "governance.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-                   "--worker-class", self.worker_class, "--keep-alive", "30", "--backlog", "256", "--timeout", "120"]
+        options = ["--workers", str(self.workers), "--worker-class", self.worker_class, "--keep-alive", "30",
+                   "--backlog", "256", "--timeout", "120"]
         if self.worker_class == "gthread":
-            command += ["--threads", str(self.threads)]
-        self.log = open(os.path.join(self.data_dir, "gunicorn.log"), "w")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"gunicorn exited; see {self.log.name}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/v1/traces")
-                if conn.getresponse().status == 405:
-                    conn.close()
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit("gunicorn did not answer within 60 s")
+            options += ["--threads", str(self.threads)]
+        self._serving = gunicorn_serving(env=self.env, log_path=os.path.join(self.data_dir, "gunicorn.log"),
+                                         options=tuple(options))
+        self.url, self.process = self._serving.__enter__()
+        return self
 
     def __exit__(self, *exc):
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        if self._serving is not None:
+            self._serving.__exit__(*exc)
 
 
 # --- main -----------------------------------------------------------------------------------------------------------

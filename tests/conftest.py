@@ -155,45 +155,12 @@ def _database_url(settings_dict: dict) -> str:
 @pytest.fixture
 def gunicorn_url(transactional_db, tmp_path):
     """gunicorn serving governance.wsgi on the test database, as production runs it: DEBUG off."""
-    import http.client
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     from django.db import connection
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from tests.gunicorn import gunicorn_serving
+
     env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict), "DEBUG": "false",
            "SECRET_KEY": "tests", "CAUSEWAY_DATA_DIR": str(tmp_path)}
-    log = tmp_path / "gunicorn.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "governance.wsgi", "--bind", f"127.0.0.1:{port}",
-             "--workers", "1", "--timeout", "60"],
-            cwd=Path(__file__).parent.parent, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"gunicorn exited: {log.read_text()}"
-            assert time.monotonic() < deadline, "gunicorn did not answer within 60 s"
-            try:
-                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                probe.request("GET", "/v1/traces")
-                if probe.getresponse().status == 405:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with gunicorn_serving(env=env, log_path=tmp_path / "gunicorn.log", options=("--workers", "1", "--timeout", "60")) as (
+            url, _):
+        yield url

@@ -43,14 +43,12 @@
       render();
     }
   });
-  function bindProblems() {
-    document.querySelectorAll("#problems li[data-line]").forEach(function (item) {
-      item.addEventListener("click", function () {
-        var line = parseInt(item.dataset.line, 10);
-        if (line) goTo(line, parseInt(item.dataset.column, 10));
-      });
-    });
-  }
+  // One listener for the server's problem list and for the lists live validation draws.
+  document.addEventListener("click", function (event) {
+    var item = event.target.closest ? event.target.closest("#problems li[data-line]") : null;
+    var line = item ? parseInt(item.dataset.line, 10) : 0;
+    if (line) goTo(line, parseInt(item.dataset.column, 10));
+  });
 
   // Live validation as you type: the server checks the text against policy.schema.json and the
   // rule checks (the same code that saves), and nothing is saved.
@@ -93,7 +91,6 @@
     });
     box.appendChild(head);
     box.appendChild(list);
-    bindProblems();
     render();
   }
 
@@ -118,6 +115,5 @@
       timer = setTimeout(validate, 400);
     });
   }
-  bindProblems();
   render();
 })();
