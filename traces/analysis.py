@@ -37,6 +37,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from traces import hb_kernels
 from traces.records import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, SpanRecord
 
 KINDS = (
@@ -98,31 +101,50 @@ def _copy_rank(s: SpanRecord) -> tuple:
 class _Spans:
     """The analysed spans, deduplicated by (trace_id, span_id), as parallel columns."""
 
-    __slots__ = ("clock", "en", "end_key", "index", "n", "parent", "recs", "st", "start_key")
+    __slots__ = ("by_pair", "by_span_id", "clock", "en", "n", "parent", "recs", "st")
 
     def __init__(self, spans: Iterable[SpanRecord]):
-        index: dict[tuple[str, str], int] = {}
+        # Indexed by span id alone, which is unique in practice (64 random bits), rather than
+        # by a (trace_id, span_id) tuple: building a million tuples was a third of this step.
+        # The few span ids that two traces share are indexed by pair in `by_pair`.
+        by_span_id: dict[str, int] = {}
+        by_pair: dict[tuple[str, str], int] = {}
         recs: list[SpanRecord] = []
         for s in spans:
-            k = (s.trace_id, s.span_id)
-            i = index.get(k)
+            i = by_span_id.get(s.span_id)
             if i is None:
-                index[k] = len(recs)
+                by_span_id[s.span_id] = len(recs)
                 recs.append(s)
-            elif _copy_rank(s) > _copy_rank(recs[i]):
+                continue
+            if recs[i].trace_id != s.trace_id:
+                k = (s.trace_id, s.span_id)
+                i = by_pair.get(k)
+                if i is None:
+                    by_pair[k] = len(recs)
+                    recs.append(s)
+                    continue
+            if _copy_rank(s) > _copy_rank(recs[i]):
                 recs[i] = s
         self.recs = recs
         self.n = len(recs)
-        self.index = index
-        self.st = [s.start_ns for s in recs]
-        self.en = [s.end_ns for s in recs]
+        self.by_span_id = by_span_id
+        self.by_pair = by_pair
+        self.st = st = [s.start_ns for s in recs]
+        self.en = en = [s.end_ns for s in recs]
         self.clock = [s.clock for s in recs]
-        # Event order within one instant (see _time_order): ends of spans with a duration,
-        # starts of zero-length spans, their ends, then the other starts.
-        self.end_key = [(e << 1) | (b == e) for b, e in zip(self.st, self.en)]
-        self.start_key = [(b << 1) | (b != e) for b, e in zip(self.st, self.en)]
-        get = index.get
-        self.parent = [get((s.trace_id, s.parent_span_id), -1) if s.parent_span_id else -1 for s in recs]
+        get = by_span_id.get
+        parent = [get(s.parent_span_id, -1) if s.parent_span_id else -1 for s in recs]
+        for i, p in enumerate(parent):
+            if p >= 0 and recs[p].trace_id != recs[i].trace_id:
+                parent[i] = by_pair.get((recs[i].trace_id, recs[i].parent_span_id), -1)
+        self.parent = parent
+
+    def find(self, trace_id: str, span_id: str) -> int:
+        """The index of span (trace_id, span_id), or -1."""
+        i = self.by_span_id.get(span_id, -1)
+        if i >= 0 and self.recs[i].trace_id != trace_id:
+            i = self.by_pair.get((trace_id, span_id), -1)
+        return i
 
     def ordered(self, idxs) -> list[int]:
         recs = self.recs
@@ -154,159 +176,121 @@ def _is_access(s: SpanRecord) -> bool:
 # The happens-before graph
 
 
-class _Graph:
-    """Event nodes 2*i (start) and 2*i+1 (end), plus helper nodes from 2*n on.
+# Node and span numbers: 32 bits are plenty, and at a million spans the arrays' memory is
+# a visible part of the time.
+_NODE = np.int32
 
-    Edges start(i) -> end(i) and end(child) -> end(parent) for synchronous children are
-    implicit (see `sync_parent`); every other edge is in `succ`.
+
+class _Graph:
+    """The happens-before graph as an edge list.
+
+    Node 2*i is the start of span i, 2*i+1 its end; helper nodes are numbered from 2*n on.
+    Edges come in numpy chunks (`parts`) from the vectorised and compiled steps, and one
+    by one (`src`, `dst`) from the rest.
     """
 
-    __slots__ = ("indeg", "n", "succ", "sync_parent")
+    __slots__ = ("dst", "fed", "n", "nodes", "parts", "src", "ver")
 
     def __init__(self, n: int):
         self.n = n
-        self.succ: list = [None] * (2 * n)
-        self.indeg = [0] * (2 * n)
-        for i in range(n):
-            self.indeg[2 * i + 1] = 1
-        self.sync_parent = [-1] * n
+        self.nodes = 2 * n
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.src: list[int] = []
+        self.dst: list[int] = []
+        self.fed = np.full(n, -1, np.int64)  # see hb_kernels.program_order
+        self.ver = 0
 
     def new_node(self) -> int:
-        self.succ.append(None)
-        self.indeg.append(0)
-        return len(self.succ) - 1
+        self.nodes += 1
+        return self.nodes - 1
 
     def add(self, u: int, v: int) -> None:
-        lst = self.succ[u]
-        if lst is None:
-            self.succ[u] = [v]
-        else:
-            lst.append(v)
-        self.indeg[v] += 1
+        self.src.append(u)
+        self.dst.append(v)
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        parts = self.parts + [(np.array(self.src, _NODE), np.array(self.dst, _NODE))]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _time_order(g: _Graph, starts: list[int], ends: list[int], sp: _Spans) -> None:
-    """Edges end(a) -> start(b) for every a in `ends`, b in `starts`, a != b, en[a] <= st[b].
+def _program_order(g: _Graph, ends, end_bounds, starts, start_bounds, st, en) -> None:
+    src = np.empty(2 * len(ends) + len(starts), _NODE)
+    dst = np.empty_like(src)
+    m, g.ver, g.nodes = hb_kernels.program_order(
+        ends, end_bounds, starts, start_bounds, st, en, g.fed, g.ver, g.nodes, src, dst, 0)
+    g.parts.append((src[:m], dst[:m]))
 
-    Through helper nodes standing for "all ends so far"; when the span whose end comes
-    next was itself started after everything in the current set, its end alone stands for
-    the set (a thread running one span after another costs one edge per span).
-    """
+
+def _time_order(g: _Graph, starts: list[int], ends: list[int], sp: _Spans, st, en) -> None:
+    """Edges end(a) -> start(b) for every a in `ends`, b in `starts`, a != b, en[a] <= st[b]."""
     if not starts or not ends:
         return
-    st, en = sp.st, sp.en
     # Within one instant: ends of spans with a duration, starts of zero-length spans, their
     # ends, then the other starts; so a zero-length span never precedes itself.
-    ends = sorted(ends, key=sp.end_key.__getitem__)
-    starts = sorted(starts, key=sp.start_key.__getitem__)
-    succ, indeg = g.succ, g.indeg
-    cur = -1  # the node standing for every end processed so far
-    ver = 0
-    open_helper = False  # cur is a helper node no start has read yet
-    fed: dict[int, int] = {}
-    j = 0
-    m = len(ends)
-    zero_at: dict[int, list[int]] = {}
+    pst, pen = sp.st, sp.en
+    ends = sorted(ends, key=lambda i: (pen[i], pst[i] == pen[i]))
+    starts = sorted(starts, key=lambda i: (pst[i], pst[i] != pen[i]))
+    _program_order(g, np.array(ends, _NODE), np.array([0, len(ends)], _NODE),
+                   np.array(starts, _NODE), np.array([0, len(starts)], _NODE), st, en)
+    zero_at: dict[int, list[int]] = defaultdict(list)
     for b in starts:
-        t = st[b]
-        zb = t == en[b]
-        while j < m:
-            a = ends[j]
-            ta = en[a]
-            if ta > t or (ta == t and zb and st[a] == ta):
-                break
-            j += 1
-            e = 2 * a + 1
-            if fed.get(a, -1) == ver:
-                cur = e
-                ver += 1
-                open_helper = False
-            elif open_helper:
-                lst = succ[e]
-                if lst is None:
-                    succ[e] = [cur]
-                else:
-                    lst.append(cur)
-                indeg[cur] += 1
-            else:
-                v = g.new_node()
-                if cur >= 0:
-                    succ[cur] = succ[cur] or []
-                    succ[cur].append(v)
-                    indeg[v] += 1
-                lst = succ[e]
-                if lst is None:
-                    succ[e] = [v]
-                else:
-                    lst.append(v)
-                indeg[v] += 1
-                cur = v
-                ver += 1
-                open_helper = True
-        if cur >= 0:
-            lst = succ[cur]
-            if lst is None:
-                succ[cur] = [2 * b]
-            else:
-                lst.append(2 * b)
-            indeg[2 * b] += 1
-            open_helper = False
-        fed[b] = ver
-        if zb:
-            zero_at.setdefault(t, []).append(b)
+        if pst[b] == pen[b]:
+            zero_at[pst[b]].append(b)
+    _zero_length_edges(g, zero_at.values(), set(ends))
+
+
+def _zero_length_edges(g: _Graph, groups, ends) -> None:
     # Several zero-length spans at one instant: each one's end is <= the others' starts.
-    ends_set = None
-    for group in zero_at.values():
+    for group in groups:
         if len(group) > 1:
-            if ends_set is None:
-                ends_set = set(ends)
             for a in group:
-                if a in ends_set:
+                if a in ends:
                     for b in group:
                         if a != b:
                             g.add(2 * a + 1, 2 * b)
 
 
+def _ids(values: list) -> np.ndarray:
+    """Each value's number, in order of first appearance."""
+    numbers: dict = {}
+    setdefault = numbers.setdefault
+    return np.array([setdefault(v, len(numbers)) for v in values], np.int32)
+
+
 def _build_graph(sp: _Spans, accesses: list[int]) -> _Graph:
     n = sp.n
-    recs, en, parent, clock = sp.recs, sp.en, sp.parent, sp.clock
+    recs = sp.recs
     g = _Graph(n)
-    succ, indeg, sync_parent = g.succ, g.indeg, g.sync_parent
-    chains: dict[str, list[int]] = defaultdict(list)
-    linked: list[int] = []
-    locked: list[int] = []
-    kinds = [s.kind for s in recs]
-    for i, s in enumerate(recs):
-        chains[s.chain].append(i)
-        p = parent[i]
-        if p >= 0 and p != i:
-            # 2. start(parent) -> start(child)
-            u = 2 * p
-            lst = succ[u]
-            if lst is None:
-                succ[u] = [2 * i]
-            else:
-                lst.append(2 * i)
-            indeg[2 * i] += 1
-            # ... and end(child) -> end(parent) when the child is synchronous
-            if (kinds[p] == KIND_CLIENT and kinds[i] == KIND_SERVER) or (
-                clock[p] == clock[i] and en[i] <= en[p]
-            ):
-                sync_parent[i] = p
-                indeg[2 * p + 1] += 1
-        if s.links:
-            linked.append(i)
-        if s.lock_name:
-            locked.append(i)
-    # 3. Program order on each chain.
-    for members in chains.values():
-        if len(members) > 1:
-            _time_order(g, members, members, sp)
+    st = np.array(sp.st, np.uint64)
+    en = np.array(sp.en, np.uint64)
+    every = np.arange(n, dtype=_NODE)
+    # 1. start(s) -> end(s)
+    g.parts.append((2 * every, 2 * every + 1))
+    # 2. start(parent) -> start(child); end(child) -> end(parent) when the child is synchronous
+    parent = np.array(sp.parent, _NODE)
+    has_parent = (parent >= 0) & (parent != every)
+    child, par = every[has_parent], parent[has_parent]
+    g.parts.append((2 * par, 2 * child))
+    kinds = np.array([s.kind for s in recs], np.int32)
+    clock = _ids(sp.clock)
+    sync = ((kinds[par] == KIND_CLIENT) & (kinds[child] == KIND_SERVER)) | (
+        (clock[par] == clock[child]) & (en[child] <= en[par]))
+    g.parts.append((2 * child[sync] + 1, 2 * par[sync] + 1))
+    # 3. Program order on each chain: spans sorted by chain, then time, in one compiled pass.
+    chain = _ids([s.chain for s in recs])
+    zero = st == en
+    ends = np.lexsort((zero, en, chain)).astype(_NODE)
+    starts = np.lexsort((~zero, st, chain)).astype(_NODE)
+    bounds = np.searchsorted(chain[ends], np.arange(int(chain.max(initial=-1)) + 2)).astype(_NODE)
+    _program_order(g, ends, bounds, starts, bounds, st, en)
+    zero_at: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i in np.flatnonzero(zero).tolist():
+        zero_at[(int(chain[i]), sp.st[i])].append(i)
+    _zero_length_edges(g, zero_at.values(), range(n))
     # 4. Links: start(p) -> start(s).
-    index = sp.index
-    for i in linked:
-        for link in recs[i].links:
-            p = index.get((link.trace_id, link.span_id), -1)
+    for i, s in enumerate(recs):
+        for link in s.links:
+            p = sp.find(link.trace_id, link.span_id)
             if p >= 0 and p != i:
                 g.add(2 * p, 2 * i)
     # 5. Reads-from: end(w) -> start(r) for w producing v, r observing v or based on v.
@@ -328,8 +312,9 @@ def _build_graph(sp: _Spans, accesses: list[int]) -> _Graph:
             _connect(g, writers, readers)
     # 6. Locks.
     by_lock: dict[str, list[int]] = defaultdict(list)
-    for i in locked:
-        by_lock[recs[i].lock_name].append(i)
+    for i, s in enumerate(recs):
+        if s.lock_name:
+            by_lock[s.lock_name].append(i)
     for sections in by_lock.values():
         tokens: dict[int, list[int]] = defaultdict(list)
         by_clock: dict[str, list[int]] = defaultdict(list)
@@ -337,7 +322,7 @@ def _build_graph(sp: _Spans, accesses: list[int]) -> _Graph:
             t = recs[i].lock_fencing_token
             if t is not None:
                 tokens[t].append(i)
-            by_clock[clock[i]].append(i)
+            by_clock[sp.clock[i]].append(i)
         ordered_tokens = sorted(tokens)
         for t0, t1 in zip(ordered_tokens, ordered_tokens[1:]):
             _connect(g, tokens[t0], tokens[t1])
@@ -348,20 +333,14 @@ def _build_graph(sp: _Spans, accesses: list[int]) -> _Graph:
             if not untokened:
                 continue
             tokened = [i for i in members if recs[i].lock_fencing_token is not None]
-            _time_order(g, untokened, members, sp)
-            _time_order(g, tokened, untokened, sp)
+            _time_order(g, untokened, members, sp, st, en)
+            _time_order(g, tokened, untokened, sp, st, en)
     return g
 
 
 def _connect(g: _Graph, froms: list[int], tos: list[int]) -> None:
     """end(a) -> start(b) for every a in froms, b in tos (a != b), through one helper if many-to-many."""
-    if len(froms) == 1 or len(tos) == 1:
-        for a in froms:
-            for b in tos:
-                if a != b:
-                    g.add(2 * a + 1, 2 * b)
-        return
-    if set(froms) & set(tos):
+    if len(froms) == 1 or len(tos) == 1 or set(froms) & set(tos):
         for a in froms:
             for b in tos:
                 if a != b:
@@ -375,12 +354,26 @@ def _connect(g: _Graph, froms: list[int], tos: list[int]) -> None:
 
 
 class _Clocks:
-    """Lane vector clocks at the start of every access span."""
+    """Lane vector clocks at the start of every access span, packed into Python ints.
 
-    __slots__ = ("lane", "lpos", "mask", "rank", "shift", "vc")
+    One field per lane, `bits` wide: a position under a guard bit (`guards` has them all,
+    see `join`). `mask` is larger than any position, so it can stand for "no access".
+    """
 
-    def field(self, x: int, lane: int) -> int:
-        return (x >> self.shift[lane]) & self.mask
+    __slots__ = ("bits", "guards", "lane", "lpos", "mask", "rank", "shift", "vc")
+
+    def __init__(self, bits: int, lane: list[int], lpos: list[int], nlanes: int, vc: list[int], rank: list[int]):
+        self.bits, self.lane, self.lpos, self.vc, self.rank = bits, lane, lpos, vc, rank
+        self.shift = [c * bits for c in range(nlanes)]
+        self.mask = (1 << (bits - 1)) - 1
+        self.guards = sum(1 << (s + bits - 1) for s in self.shift)
+
+    def join(self, a: int, b: int) -> int:
+        """The lane-wise maximum of two packed clocks (SWAR: the guard bits hold a >= b)."""
+        guards = self.guards
+        d = ((a | guards) - b) & guards
+        m = d - (d >> (self.bits - 1))
+        return (a & m) | (b & ~m)
 
 
 def _lanes(sp: _Spans, accesses: list[int]) -> tuple[list[int], list[int], int, int]:
@@ -416,103 +409,50 @@ def _lanes(sp: _Spans, accesses: list[int]) -> tuple[list[int], list[int], int, 
 
 
 def _vector_clocks(sp: _Spans, accesses: list[int]) -> _Clocks:
-    n = sp.n
     g = _build_graph(sp, accesses)
+    src, dst = g.edges()
+    nodes = g.nodes
+    del g
     lane, lpos, nlanes, longest = _lanes(sp, accesses)
-    width = longest.bit_length()
-    stride = width + 1
-    guards = 0
-    for c in range(nlanes):
-        guards |= 1 << (c * stride + width)
-    shift = [c * stride for c in range(nlanes)]
-
-    def join(a: int, b: int) -> int:
-        d = ((a | guards) - b) & guards
-        m = d - (d >> width)
-        return (a & m) | (b & ~m)
-
-    N = len(g.succ)
-    succ, indeg, sync_parent = g.succ, g.indeg, g.sync_parent
-    vc = [0] * N
-    acc_of_start = {}
-    for j, a in enumerate(accesses):
-        vc[2 * a + 1] = lpos[j] << shift[lane[j]]
-        acc_of_start[2 * a] = j
-    k = len(accesses)
-    out_vc = [0] * k
-    out_rank = [0] * k
-    n2 = 2 * n
-    stack = [u for u in range(N) if indeg[u] == 0]
-    pop, push = stack.pop, stack.append
-    done = 0
-    while stack:
-        u = pop()
-        done += 1
-        x = vc[u]
-        vc[u] = 0
-        extra = -1
-        if u < n2:
-            if u & 1:
-                p = sync_parent[u >> 1]
-                if p >= 0:
-                    extra = 2 * p + 1
-            else:
-                j = acc_of_start.get(u)
-                if j is not None:
-                    out_vc[j] = x
-                    out_rank[j] = done
-                extra = u + 1
-        lst = succ[u]
-        if lst:
-            for v in lst:
-                y = vc[v]
-                if y == 0:
-                    vc[v] = x
-                elif x != 0 and x is not y and x != y:
-                    vc[v] = join(y, x)
-                d = indeg[v] - 1
-                indeg[v] = d
-                if d == 0:
-                    push(v)
-        if extra >= 0:
-            # The same join as for each successor above, written out again rather than called:
-            # this loop runs once per event of every analysed span.
-            v = extra
-            y = vc[v]
-            if y == 0:
-                vc[v] = x
-            elif x != 0 and x is not y and x != y:
-                vc[v] = join(y, x)
-            d = indeg[v] - 1
-            indeg[v] = d
-            if d == 0:
-                push(v)
-    if done < N:
-        _propagate_cycles(g, vc, indeg, join, acc_of_start, out_vc, out_rank, done)
-    clocks = _Clocks()
-    clocks.lane, clocks.lpos, clocks.shift, clocks.mask = lane, lpos, shift, (1 << width) - 1
-    clocks.vc, clocks.rank = out_vc, out_rank
+    # Fields as narrow as the longest lane allows: the packed ints are what the race checks
+    # compute on, and at a million spans their memory is a visible part of the time.
+    for dtype in (np.uint16, np.uint32, np.uint64):
+        bits = 8 * np.dtype(dtype).itemsize
+        if longest < (1 << (bits - 1)) - 1:
+            break
+    access_of_span = np.full(sp.n, -1, _NODE)
+    access_of_span[np.array(accesses, _NODE)] = np.arange(len(accesses), dtype=_NODE)
+    rows = np.zeros((len(accesses), nlanes), dtype)
+    rank, visited, indeg, slot, pool, offsets, targets = hb_kernels.propagate_clocks(
+        nodes, src, dst, access_of_span, np.array(lane, _NODE), np.array(lpos, dtype), rows)
+    del src, dst
+    raw, width = memoryview(rows).cast("B"), rows.itemsize * nlanes
+    from_bytes = int.from_bytes
+    vc = [from_bytes(raw[o:o + width], "little") for o in range(0, len(raw), width)]
+    del raw, rows
+    clocks = _Clocks(bits, lane, lpos, nlanes, vc, rank.tolist())
+    if visited < nodes:
+        _propagate_cycles(clocks, access_of_span, indeg, slot, pool, offsets, targets, visited)
     return clocks
 
 
-def _successors(g: _Graph, u: int):
-    n2 = 2 * g.n
-    out = list(g.succ[u] or ())
-    if u < n2:
-        if u & 1:
-            p = g.sync_parent[u >> 1]
-            if p >= 0:
-                out.append(2 * p + 1)
-        else:
-            out.append(u + 1)
-    return out
-
-
-def _propagate_cycles(g, vc, indeg, join, acc_of_start, out_vc, out_rank, done) -> None:
+def _propagate_cycles(clocks: _Clocks, access_of_span, indeg, slot, pool, offsets, targets, done: int) -> None:
     """Finish propagation over the nodes Kahn could not order: condense their cycles
     (malformed timestamps make them; events of one cycle happened-before each other)."""
-    left = [u for u in range(len(g.succ)) if indeg[u] > 0]
+    left = np.flatnonzero(indeg > 0).tolist()
     left_set = set(left)
+    n2 = 2 * len(access_of_span)
+    join, lane, lpos, shift = clocks.join, clocks.lane, clocks.lpos, clocks.shift
+    vc: dict[int, int] = {}
+    succ: dict[int, list[int]] = {}
+    for u in left:
+        # Every successor of an unvisited node is unvisited too.
+        succ[u] = targets[offsets[u]:offsets[u + 1]].tolist()
+        x = int.from_bytes(pool[slot[u]].tobytes(), "little") if slot[u] >= 0 else 0
+        j = int(access_of_span[u >> 1]) if u < n2 else -1
+        if j >= 0 and u & 1:
+            x = join(x, lpos[j] << shift[lane[j]])
+        vc[u] = x
     # Tarjan's strongly connected components, iteratively; emits components sinks first.
     index: dict[int, int] = {}
     low: dict[int, int] = {}
@@ -523,7 +463,7 @@ def _propagate_cycles(g, vc, indeg, join, acc_of_start, out_vc, out_rank, done) 
     for root in left:
         if root in index:
             continue
-        work = [(root, iter([v for v in _successors(g, root) if v in left_set]))]
+        work = [(root, iter(succ[root]))]
         index[root] = low[root] = counter
         counter += 1
         stack.append(root)
@@ -537,7 +477,7 @@ def _propagate_cycles(g, vc, indeg, join, acc_of_start, out_vc, out_rank, done) 
                     counter += 1
                     stack.append(v)
                     on_stack.add(v)
-                    work.append((v, iter([w for w in _successors(g, v) if w in left_set])))
+                    work.append((v, iter(succ[v])))
                     advanced = True
                     break
                 if v in on_stack:
@@ -566,18 +506,15 @@ def _propagate_cycles(g, vc, indeg, join, acc_of_start, out_vc, out_rank, done) 
                 x = join(x, y) if x else y
         members = set(comp)
         for u in comp:
-            j = acc_of_start.get(u)
-            if j is not None:
-                out_vc[j] = x
-                out_rank[j] = done
+            j = int(access_of_span[u >> 1]) if u < n2 else -1
+            if j >= 0 and not u & 1:
+                clocks.vc[j] = x
+                clocks.rank[j] = done
         for u in comp:
-            for v in _successors(g, u):
-                if v not in members:
+            for v in succ[u]:
+                if v not in members and v in left_set:
                     y = vc[v]
-                    if y == 0:
-                        vc[v] = x
-                    elif x and y != x:
-                        vc[v] = join(y, x)
+                    vc[v] = join(y, x) if y else x
 
 
 # ---------------------------------------------------------------------------
@@ -687,11 +624,42 @@ def _stale_reads(sp, key, writes, reads, accesses, clocks, out) -> None:
     producing = [j for j in writes if recs[accesses[j]].state_version is not None]
     if not producing:
         return
+    version = {j: recs[accesses[j]].state_version for j in producing}
+    for j in reads:
+        version[j] = recs[accesses[j]].state_version
+    # A read of v is stale when some write of a version above v happened-before it. Per
+    # lane, the earliest such write is enough: `above` holds its position in each lane's
+    # field (mask: none), so one SWAR comparison with the read's clock tells whether any
+    # lane has one. Reads are taken from the highest version down, so `above` only gains
+    # writes. The rare stale reads then look for the newest write they saw.
+    producing.sort(key=version.__getitem__, reverse=True)
+    guards = clocks.guards
+    above = guards - (guards >> mask.bit_length())  # every field all ones
+    taken = 0
+    stale = []
+    for r in sorted(reads, key=version.__getitem__, reverse=True):
+        v = version[r]
+        while taken < len(producing) and version[producing[taken]] > v:
+            w = producing[taken]
+            taken += 1
+            sh, p = shift[lane[w]], lpos[w]
+            old = (above >> sh) & mask
+            if p < old:
+                above -= (old - p) << sh
+        if taken and ((avc[r] | guards) - above) & guards:
+            stale.append(r)
+    if stale:
+        _report_stale_reads(sp, key, producing, stale, accesses, clocks, out)
+
+
+def _report_stale_reads(sp, key, producing, stale, accesses, clocks, out) -> None:
+    """For each stale read, the newest write that happened-before it."""
+    recs = sp.recs
+    lane, lpos, shift, mask, avc = clocks.lane, clocks.lpos, clocks.shift, clocks.mask, clocks.vc
     # Newest first: highest version, then (trace_id, span_id).
-    producing.sort(key=lambda j: (-recs[accesses[j]].state_version, recs[accesses[j]].trace_id,
-                                  recs[accesses[j]].span_id))
+    producing = sorted(producing, key=lambda j: (-recs[accesses[j]].state_version, recs[accesses[j]].trace_id,
+                                                 recs[accesses[j]].span_id))
     order = {j: o for o, j in enumerate(producing)}
-    newest = recs[accesses[producing[0]]].state_version
     per_lane: dict[int, list[int]] = defaultdict(list)
     for j in producing:
         per_lane[lane[j]].append(j)
@@ -703,29 +671,19 @@ def _stale_reads(sp, key, writes, reads, accesses, clocks, out) -> None:
         for j in members:
             b = min(b, order[j])
             best.append(b)
-        top = recs[accesses[producing[best[-1]]]].state_version
-        lanes.append((top, shift[c], [lpos[j] for j in members], best))
-    lanes.sort(key=lambda t: -t[0])
-    for r in reads:
-        v = recs[accesses[r]].state_version
-        if newest <= v:
-            continue
+        lanes.append((shift[c], [lpos[j] for j in members], best))
+    for r in stale:
         x = avc[r]
         found = len(producing)
-        for top, sh, positions, best in lanes:
-            if top <= v:
-                break
+        for sh, positions, best in lanes:
             at = bisect_right(positions, (x >> sh) & mask)
             if at and best[at - 1] < found:
                 found = best[at - 1]
-        if found < len(producing):
-            w = producing[found]
-            rw = recs[accesses[w]]
-            if rw.state_version > v:
-                rr = recs[accesses[r]]
-                out.append(_finding(sp, "stale_read", key, (accesses[r], accesses[w]), (
-                    f"{_who(rr)} read {key} at v{v} after {_who(rw)}'s write of v{rw.state_version} "
-                    f"had happened-before the read"), ordered=False))
+        w = producing[found]
+        rr, rw = recs[accesses[r]], recs[accesses[w]]
+        out.append(_finding(sp, "stale_read", key, (accesses[r], accesses[w]), (
+            f"{_who(rr)} read {key} at v{rr.state_version} after {_who(rw)}'s write of v{rw.state_version} "
+            f"had happened-before the read"), ordered=False))
 
 
 def _duplicates(sp: _Spans, out: list[Finding]) -> None:
@@ -791,7 +749,7 @@ def _lock_overlaps(sp: _Spans, out: list[Finding]) -> None:
 
 
 def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool, out: list[Finding]) -> None:
-    recs, st, parent, clock, index = sp.recs, sp.st, sp.parent, sp.clock, sp.index
+    recs, st, parent, clock, find = sp.recs, sp.st, sp.parent, sp.clock, sp.find
     for i, s in enumerate(recs):
         p = parent[i]
         if p >= 0 and p != i:
@@ -804,7 +762,7 @@ def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool,
             out.append(_finding(sp, "orphan_span", "", (i,), (
                 f"span {s.span_id} names parent {s.parent_span_id}, which is not among the spans analysed")))
         for link in s.links:
-            q = index.get((link.trace_id, link.span_id), -1)
+            q = find(link.trace_id, link.span_id)
             if q >= 0 and q != i:
                 tolerance = same_ns if clock[q] == clock[i] else skew_ns
                 if st[q] - st[i] > tolerance:
