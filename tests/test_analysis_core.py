@@ -192,6 +192,20 @@ def test_it_reports_a_write_race_for_blind_writes_from_two_processes():
     ]
 
 
+def test_it_keeps_apart_two_traces_that_reuse_span_ids():
+    # Agents that number their spans deterministically reuse span ids across traces. A span
+    # is (trace_id, span_id): bob's write is not inside alice's critical section.
+    spans = [
+        locked("alice", "turn", "L", 0, 10),
+        write("alice", "w", "inventory/7", 1, 2, 3, parent="turn"),
+        span("bob", "turn", 0, 10),
+        write("bob", "w", "inventory/7", 2, 2, 3, parent="turn"),
+    ]
+    findings = analyse(spans + spans[2:])  # bob's spans arrive twice
+    assert summary(findings) == [("write_race", "inventory/7", ("w", "w"), ("alice", "bob"))]
+    assert findings[0].trace_ids == (trace_id("alice"), trace_id("bob"))
+
+
 def test_it_reports_no_write_race_for_writes_under_one_lock():
     assert analyse(blind_writes(under_lock=True)) == []
     assert analyse(blind_writes(under_lock=True, token=False)) == []

@@ -129,14 +129,14 @@ class _Spans:
         self.n = len(recs)
         self.by_span_id = by_span_id
         self.by_pair = by_pair
-        self.st = st = [s.start_ns for s in recs]
-        self.en = en = [s.end_ns for s in recs]
+        self.st = [s.start_ns for s in recs]
+        self.en = [s.end_ns for s in recs]
         self.clock = [s.clock for s in recs]
         get = by_span_id.get
         parent = [get(s.parent_span_id, -1) if s.parent_span_id else -1 for s in recs]
-        for i, p in enumerate(parent):
-            if p >= 0 and recs[p].trace_id != recs[i].trace_id:
-                parent[i] = by_pair.get((recs[i].trace_id, recs[i].parent_span_id), -1)
+        trace_of = [s.trace_id for s in recs]
+        for i in [i for i, p in enumerate(parent) if p >= 0 and trace_of[p] != trace_of[i]]:
+            parent[i] = by_pair.get((trace_of[i], recs[i].parent_span_id), -1)
         self.parent = parent
 
     def find(self, trace_id: str, span_id: str) -> int:

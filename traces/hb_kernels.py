@@ -143,8 +143,7 @@ def propagate_clocks(nnodes, src, dst, access_of_span, lane, lpos, clocks):
                         su = free[nfree]
                         pool[su, :] = 0
                         slot[u] = su
-                    if pool[su, lane[j]] < lpos[j]:
-                        pool[su, lane[j]] = lpos[j]
+                    pool[su, lane[j]] = max(pool[su, lane[j]], lpos[j])
                 else:
                     if su >= 0:
                         clocks[j, :] = pool[su, :]
