@@ -156,6 +156,23 @@ def test_findings_paint_their_spans_red_in_one_trace():
     assert names[:4] == ["collapsed lane", "span", "critical path", "finding"]
 
 
+def test_acknowledged_findings_stay_drawn_but_pale():
+    spans = hand_trace()
+    acknowledged = {"id": 7, "kind": "lost_update", "key": "order/42", "detail": "", "status": "acknowledged",
+                    "span_ids": ["a000000000000004", "a000000000000008"], "trace_ids": [TRACE], "agents": []}
+    still_open = {"id": 8, "kind": "stale_read", "key": "order/42", "detail": "", "status": "open",
+                  "span_ids": ["a000000000000008", "a00000000000000a"], "trace_ids": [TRACE], "agents": []}
+    data = timeline_build(spans, findings=[acknowledged, still_open])
+    cat = dict(zip(data["spans"]["id"], data["spans"]["cat"]))
+    assert cat["a000000000000004"] == 3  # only in the acknowledged finding
+    assert cat["a000000000000008"] == 2 and cat["a00000000000000a"] == 2  # an open finding wins
+    by_name = {t["name"]: t for t in figure_build(data)["data"]}
+    assert by_name["acknowledged finding"]["line"]["color"] == "#fca5a5"
+    assert len([x for x in by_name["acknowledged finding"]["x"] if x is not None]) == 2
+    assert len([x for x in by_name["finding"]["x"] if x is not None]) == 4
+    assert sum(lane["findings"] for lane in data["lanes"]) == 3
+
+
 def test_big_traces_start_with_lanes_collapsed_but_findings_still_drawn():
     spans = hand_trace()
     finding = {"id": 7, "kind": "lost_update", "key": "order/42", "detail": "", "status": "open",

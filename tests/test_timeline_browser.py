@@ -66,6 +66,30 @@ def test_a_10k_span_trace_draws_fast_with_its_finding_in_red(transactional_db, l
     page.screenshot(path="/tmp/timeline.png", full_page=False)
 
 
+def test_a_finding_acknowledged_on_the_findings_page_turns_pale_on_the_timeline(
+        transactional_db, live_server, page, acme, alice):
+    spans = hand_trace()
+    spans_store(project_id=acme.pk, spans=spans)
+    finding = store_finding(acme, spans)
+    log_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/p/acme/traces/{TRACE}/")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    assert _chart_trace_points(page, "finding") == 4
+    assert _chart_trace_points(page, "acknowledged finding") == 0
+
+    page.goto(f"{live_server.url}/p/acme/findings/")
+    page.click(f"form[action$='/findings/{finding.pk}/acknowledge/'] button")
+    page.wait_for_load_state()
+    finding.refresh_from_db()
+    assert finding.status == "acknowledged"
+
+    page.goto(f"{live_server.url}/p/acme/traces/{TRACE}/")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    assert _chart_trace_points(page, "finding") == 0
+    assert _chart_trace_points(page, "acknowledged finding") == 4
+    assert "acknowledged" in page.inner_text(f".tl-finding[data-finding='{finding.pk}']")
+
+
 def _click_span(page, span_id: str):
     """Click the middle of a span's bar, found through the chart's own axes."""
     box = page.evaluate(

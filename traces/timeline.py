@@ -12,7 +12,7 @@ The timeline data (``timeline_build``) is sent once with the page as JSON:
   capped), ``count``, and the lane's extent ``x0``/``x1``.
 - ``spans``: parallel columns (``id``, ``parent`` index or -1, ``lane``, ``row``,
   ``x0``/``x1`` in ms since ``t0_ns`` or epoch ms, ``name``, ``cat`` 0 normal / 1
-  critical path / 2 in a finding, ``err``, ``label``), and ``details`` per span
+  critical path / 2 in an open finding / 3 only in acknowledged findings, ``err``, ``label``), and ``details`` per span
   (kind, status, attributes, events, links) for the side panel.
 - ``edges``: ``[from, to, kind]`` span indexes of the causal edges that cross
   lanes (``analysis.causal_edges``: link, reads_from, lock, rpc).
@@ -44,10 +44,12 @@ LANE_GAP = 0.6  # blank rows between lanes
 ANNOTATED_EDGES_MAX = 150  # up to this many edges get real arrows; beyond, lines with a head marker
 EDGE_KINDS = ("rpc", "link", "reads_from", "lock")
 EDGE_COLORS = {"rpc": "#334155", "link": "#7c3aed", "reads_from": "#0f766e", "lock": "#b45309"}
-# Span categories, drawn in this order (later on top): one WebGL trace each.
-CATEGORIES = (("span", "#60a5fa"), ("critical path", "#f59e0b"), ("finding", "#dc2626"))
+# Span categories, drawn in this order (later on top): one WebGL trace each. An
+# acknowledged finding stays visible but pale, as a silenced alert does in Alertmanager.
+CATEGORIES = (("span", "#60a5fa"), ("critical path", "#f59e0b"), ("finding", "#dc2626"),
+              ("acknowledged finding", "#fca5a5"))
+FINDING_CATEGORIES = (2, 3)
 SUMMARY_COLOR = "#94a3b8"
-TRACE_NAMES = ("summary", "span", "critical", "finding", "edges", "edge heads", "labels", "handles")
 
 
 def _lane_label(service: str, instance: str, agent: str) -> str:
@@ -136,8 +138,12 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
     found = []
     for f in findings:
         idxs = sorted({by_span_id[s] for s in f.get("span_ids", ()) if s in by_span_id})
+        acknowledged = f.get("status") == "acknowledged"
         for i in idxs:
-            cat[i] = 2
+            if not acknowledged:
+                cat[i] = 2
+            elif cat[i] != 2:
+                cat[i] = 3
         found.append({**f, "spans": idxs})
 
     edges = []
@@ -159,7 +165,7 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
         ln["x1"] = max(ln["x1"], x1[i])
         if s.status_code == STATUS_ERROR:
             ln["errors"] += 1
-        if cat[i] == 2:
+        if cat[i] in FINDING_CATEGORIES:
             ln["findings"] += 1
         if not ln["clock"]:
             ln["clock"] = s.clock
@@ -245,7 +251,7 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
     shift = [ln["skew_ms"] if skew_adjust else 0.0 for ln in lanes]
 
     lane_col, row_col, x0, x1, cat, name = S["lane"], S["row"], S["x0"], S["x1"], S["cat"], S["name"]
-    segs = [([], []), ([], []), ([], [])]
+    segs = [([], []) for _ in CATEGORIES]
     hx, hy, hc, ht = [], [], [], []
     ypos: dict[int, float] = {}
     for i in range(len(lane_col)):
@@ -339,7 +345,7 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
                                hoverinfo="skip", connectgaps=False))
     for label, color in CATEGORIES:
         # A finding's bar also gets a dot at each end, so a 1 ms write stays visible in a 10 s trace.
-        fig.add_trace(go.Scattergl(name=label, mode="lines+markers" if label == "finding" else "lines",
+        fig.add_trace(go.Scattergl(name=label, mode="lines+markers" if "finding" in label else "lines",
                                    line={"color": color, "width": width}, marker={"color": color, "size": 9},
                                    hoverinfo="skip", connectgaps=False))
     fig.add_trace(go.Scattergl(name="causal edge", mode="lines", line={"color": "rgba(71,85,105,0.45)", "width": 1},
@@ -355,9 +361,7 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
     out = fig.to_plotly_json()
     columns = [
         {"x": sx, "y": sy},
-        {"x": segs[0][0], "y": segs[0][1]},
-        {"x": segs[1][0], "y": segs[1][1]},
-        {"x": segs[2][0], "y": segs[2][1]},
+        *({"x": xs, "y": ys} for xs, ys in segs),
         {"x": edge_x, "y": edge_y},
         {"x": head_x, "y": head_y},
         {"x": labels_x, "y": labels_y, "text": labels_t},

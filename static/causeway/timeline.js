@@ -17,7 +17,7 @@
   var S = data.spans, lanes = data.lanes, n = S.id.length;
   var LANE_GAP = 0.6, ANNOTATED_EDGES_MAX = 150;
   var EDGE_COLORS = {rpc: "#334155", link: "#7c3aed", reads_from: "#0f766e", lock: "#b45309"};
-  var CAT_NAMES = ["span", "critical path", "finding"];
+  var CAT_NAMES = ["span", "critical path", "finding", "acknowledged finding"];  // traces.timeline.CATEGORIES
   var config = {responsive: true, displaylogo: false, scrollZoom: true,
                 modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"]};
   var panel = document.getElementById("tl-panel");
@@ -81,7 +81,7 @@
     var total = Math.max(y - LANE_GAP, 1);
     var shift = lanes.map(function (ln) { return state.skew ? ln.skew_ms : 0; });
     var hidden = hiddenSpans();
-    var segs = [[[], []], [[], []], [[], []]];
+    var segs = CAT_NAMES.map(function () { return [[], []]; });
     var hx = [], hy = [], hc = [], ht = [];
     var ypos = new Float64Array(n).fill(NaN);
     for (var i = 0; i < n; i++) {
