@@ -1,7 +1,9 @@
 """The analysis core: spec v1 happens-before, findings, critical path and clock skew.
 
 Plain Python over `traces.records.SpanRecord`, no Django import, so the Celery
-tasks, `check_traces` and the views share one implementation.
+tasks, `check_traces` and the views share one implementation. The two loops that
+visit every event (program-order edges, clock propagation) run compiled, over
+numpy arrays, in `traces.hb_kernels`; every decision about edges is made here.
 
 How the happens-before (HB) graph is decided, in short (docs/concurrency.md has
 the long version):
@@ -12,16 +14,18 @@ the long version):
   cost a number of edges linear in the spans rather than quadratic.
 - Access spans (`state.key` with an op) are split per program-order chain into
   *lanes*: runs of accesses where each ends before the next starts, so each run
-  is totally ordered by program order alone. A vector clock over lanes, packed
-  into one Python int (one bit field per lane, joined with a SWAR maximum), is
+  is totally ordered by program order alone. A vector clock over lanes is
   propagated over the graph in topological order (Kahn; strongly connected
-  components, which only malformed timestamps create, are merged).
+  components, which only malformed timestamps create, are merged). The clocks
+  at access starts are then packed into Python ints (one bit field per lane) so
+  the race checks compare whole clocks with a few SWAR operations.
 - "a happened-before b" for two spans means end(a) ->* start(b). An access a
   in lane c at position p happened-before a node e exactly when the lane-c field
   of e's clock is at least p. Per state key the writes are then walked in
   topological order, keeping the antichain of latest writes, so a key whose
   writes are totally ordered costs O(1) per write; stale reads look up, per
-  lane, the newest write at or below the read's clock field.
+  lane, the newest write at or below the read's clock field, after one SWAR
+  comparison has told whether any newer write happened-before the read at all.
 
 Races are decided by causality only: no edge compares timestamps of two process
 clocks, so shifting one clock changes no lost_update, write_race or
@@ -440,7 +444,6 @@ def _propagate_cycles(clocks: _Clocks, access_of_span, indeg, slot, pool, offset
     """Finish propagation over the nodes Kahn could not order: condense their cycles
     (malformed timestamps make them; events of one cycle happened-before each other)."""
     left = np.flatnonzero(indeg > 0).tolist()
-    left_set = set(left)
     n2 = 2 * len(access_of_span)
     join, lane, lpos, shift = clocks.join, clocks.lane, clocks.lpos, clocks.shift
     vc: dict[int, int] = {}
@@ -512,7 +515,7 @@ def _propagate_cycles(clocks: _Clocks, access_of_span, indeg, slot, pool, offset
                 clocks.rank[j] = done
         for u in comp:
             for v in succ[u]:
-                if v not in members and v in left_set:
+                if v not in members:
                     y = vc[v]
                     vc[v] = join(y, x) if y else x
 
@@ -787,8 +790,8 @@ def analyse(
     The order is by kind (KINDS order), key, span ids. The same spans in any order or
     split give the same list.
     """
-    # The graph is millions of small lists and no cycles of objects: the cyclic garbage
-    # collector would only rescan them, again and again.
+    # Millions of small objects (indexes, lists per key, packed clocks) and no cycles among
+    # them: the cyclic garbage collector would only rescan them, again and again.
     collecting = gc.isenabled()
     gc.disable()
     try:
