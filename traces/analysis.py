@@ -136,6 +136,7 @@ class _Spans:
         self.st = [s.start_ns for s in recs]
         self.en = [s.end_ns for s in recs]
         self.clock = [s.clock for s in recs]
+        # find(), written out over whole columns: it runs once per span.
         get = by_span_id.get
         parent = [get(s.parent_span_id, -1) if s.parent_span_id else -1 for s in recs]
         trace_of = [s.trace_id for s in recs]
@@ -190,13 +191,16 @@ class _Graph:
 
     Node 2*i is the start of span i, 2*i+1 its end; helper nodes are numbered from 2*n on.
     Edges come in numpy chunks (`parts`) from the vectorised and compiled steps, and one
-    by one (`src`, `dst`) from the rest.
+    by one (`src`, `dst`) from the rest. `st`, `en` are the spans' times as the kernels
+    take them.
     """
 
-    __slots__ = ("dst", "fed", "n", "nodes", "parts", "src", "ver")
+    __slots__ = ("dst", "en", "fed", "nodes", "parts", "src", "st", "ver")
 
-    def __init__(self, n: int):
-        self.n = n
+    def __init__(self, sp: _Spans):
+        n = sp.n
+        self.st = np.array(sp.st, np.uint64)
+        self.en = np.array(sp.en, np.uint64)
         self.nodes = 2 * n
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []
         self.src: list[int] = []
@@ -217,15 +221,15 @@ class _Graph:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _program_order(g: _Graph, ends, end_bounds, starts, start_bounds, st, en) -> None:
+def _program_order(g: _Graph, ends, end_bounds, starts, start_bounds) -> None:
     src = np.empty(2 * len(ends) + len(starts), _NODE)
     dst = np.empty_like(src)
     m, g.ver, g.nodes = hb_kernels.program_order(
-        ends, end_bounds, starts, start_bounds, st, en, g.fed, g.ver, g.nodes, src, dst, 0)
+        ends, end_bounds, starts, start_bounds, g.st, g.en, g.fed, g.ver, g.nodes, src, dst, 0)
     g.parts.append((src[:m], dst[:m]))
 
 
-def _time_order(g: _Graph, starts: list[int], ends: list[int], sp: _Spans, st, en) -> None:
+def _time_order(g: _Graph, starts: list[int], ends: list[int], sp: _Spans) -> None:
     """Edges end(a) -> start(b) for every a in `ends`, b in `starts`, a != b, en[a] <= st[b]."""
     if not starts or not ends:
         return
@@ -235,7 +239,7 @@ def _time_order(g: _Graph, starts: list[int], ends: list[int], sp: _Spans, st, e
     ends = sorted(ends, key=lambda i: (pen[i], pst[i] == pen[i]))
     starts = sorted(starts, key=lambda i: (pst[i], pst[i] != pen[i]))
     _program_order(g, np.array(ends, _NODE), np.array([0, len(ends)], _NODE),
-                   np.array(starts, _NODE), np.array([0, len(starts)], _NODE), st, en)
+                   np.array(starts, _NODE), np.array([0, len(starts)], _NODE))
     zero_at: dict[int, list[int]] = defaultdict(list)
     for b in starts:
         if pst[b] == pen[b]:
@@ -264,9 +268,8 @@ def _ids(values: list) -> np.ndarray:
 def _build_graph(sp: _Spans, accesses: list[int]) -> _Graph:
     n = sp.n
     recs = sp.recs
-    g = _Graph(n)
-    st = np.array(sp.st, np.uint64)
-    en = np.array(sp.en, np.uint64)
+    g = _Graph(sp)
+    st, en = g.st, g.en
     every = np.arange(n, dtype=_NODE)
     # 1. start(s) -> end(s)
     g.parts.append((2 * every, 2 * every + 1))
@@ -286,17 +289,20 @@ def _build_graph(sp: _Spans, accesses: list[int]) -> _Graph:
     ends = np.lexsort((zero, en, chain)).astype(_NODE)
     starts = np.lexsort((~zero, st, chain)).astype(_NODE)
     bounds = np.searchsorted(chain[ends], np.arange(int(chain.max(initial=-1)) + 2)).astype(_NODE)
-    _program_order(g, ends, bounds, starts, bounds, st, en)
+    _program_order(g, ends, bounds, starts, bounds)
     zero_at: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i in np.flatnonzero(zero).tolist():
         zero_at[(int(chain[i]), sp.st[i])].append(i)
     _zero_length_edges(g, zero_at.values(), range(n))
-    # 4. Links: start(p) -> start(s).
+    # 4. Links: start(p) -> start(s). (And the critical sections, for 6.)
+    by_lock: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(recs):
         for link in s.links:
             p = sp.find(link.trace_id, link.span_id)
             if p >= 0 and p != i:
                 g.add(2 * p, 2 * i)
+        if s.lock_name:
+            by_lock[s.lock_name].append(i)
     # 5. Reads-from: end(w) -> start(r) for w producing v, r observing v or based on v.
     producers: dict[tuple[str, int], list[int]] = defaultdict(list)
     consumers: dict[tuple[str, int], list[int]] = defaultdict(list)
@@ -315,10 +321,6 @@ def _build_graph(sp: _Spans, accesses: list[int]) -> _Graph:
         if writers:
             _connect(g, writers, readers)
     # 6. Locks.
-    by_lock: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(recs):
-        if s.lock_name:
-            by_lock[s.lock_name].append(i)
     for sections in by_lock.values():
         tokens: dict[int, list[int]] = defaultdict(list)
         by_clock: dict[str, list[int]] = defaultdict(list)
@@ -337,8 +339,8 @@ def _build_graph(sp: _Spans, accesses: list[int]) -> _Graph:
             if not untokened:
                 continue
             tokened = [i for i in members if recs[i].lock_fencing_token is not None]
-            _time_order(g, untokened, members, sp, st, en)
-            _time_order(g, tokened, untokened, sp, st, en)
+            _time_order(g, untokened, members, sp)
+            _time_order(g, tokened, untokened, sp)
     return g
 
 
@@ -652,16 +654,15 @@ def _stale_reads(sp, key, writes, reads, accesses, clocks, out) -> None:
         if taken and ((avc[r] | guards) - above) & guards:
             stale.append(r)
     if stale:
-        _report_stale_reads(sp, key, producing, stale, accesses, clocks, out)
+        _report_stale_reads(sp, key, producing, stale, version, accesses, clocks, out)
 
 
-def _report_stale_reads(sp, key, producing, stale, accesses, clocks, out) -> None:
+def _report_stale_reads(sp, key, producing, stale, version, accesses, clocks, out) -> None:
     """For each stale read, the newest write that happened-before it."""
     recs = sp.recs
     lane, lpos, shift, mask, avc = clocks.lane, clocks.lpos, clocks.shift, clocks.mask, clocks.vc
     # Newest first: highest version, then (trace_id, span_id).
-    producing = sorted(producing, key=lambda j: (-recs[accesses[j]].state_version, recs[accesses[j]].trace_id,
-                                                 recs[accesses[j]].span_id))
+    producing = sorted(producing, key=lambda j: (-version[j], recs[accesses[j]].trace_id, recs[accesses[j]].span_id))
     order = {j: o for o, j in enumerate(producing)}
     per_lane: dict[int, list[int]] = defaultdict(list)
     for j in producing:
@@ -685,7 +686,7 @@ def _report_stale_reads(sp, key, producing, stale, accesses, clocks, out) -> Non
         w = producing[found]
         rr, rw = recs[accesses[r]], recs[accesses[w]]
         out.append(_finding(sp, "stale_read", key, (accesses[r], accesses[w]), (
-            f"{_who(rr)} read {key} at v{rr.state_version} after {_who(rw)}'s write of v{rw.state_version} "
+            f"{_who(rr)} read {key} at v{version[r]} after {_who(rw)}'s write of v{version[w]} "
             f"had happened-before the read"), ordered=False))
 
 

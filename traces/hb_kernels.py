@@ -137,10 +137,7 @@ def propagate_clocks(nnodes, src, dst, access_of_span, lane, lpos, clocks):
             if j >= 0:
                 if u & 1:
                     if su < 0:
-                        if nfree == 0:
-                            pool, free, nfree = _grow(pool, free)
-                        nfree -= 1
-                        su = free[nfree]
+                        su, pool, free, nfree = _take(pool, free, nfree)
                         pool[su, :] = 0
                         slot[u] = su
                     pool[su, lane[j]] = max(pool[su, lane[j]], lpos[j])
@@ -153,15 +150,12 @@ def propagate_clocks(nnodes, src, dst, access_of_span, lane, lpos, clocks):
             if su >= 0:
                 sv = slot[v]
                 if sv < 0:
-                    if nfree == 0:
-                        pool, free, nfree = _grow(pool, free)
-                    nfree -= 1
-                    sv = free[nfree]
+                    sv, pool, free, nfree = _take(pool, free, nfree)
                     slot[v] = sv
                     pool[sv, :] = pool[su, :]
                 else:
                     for c in range(nlanes):
-                            pool[sv, c] = max(pool[sv, c], pool[su, c])
+                        pool[sv, c] = max(pool[sv, c], pool[su, c])
             d = indeg[v] - 1
             indeg[v] = d
             if d == 0:
@@ -172,6 +166,15 @@ def propagate_clocks(nnodes, src, dst, access_of_span, lane, lpos, clocks):
             nfree += 1
             slot[u] = -1
     return rank, visited, indeg, slot, pool, offsets, targets
+
+
+@njit(cache=True, nogil=True)
+def _take(pool, free, nfree):
+    """A free row of the pool: (row, pool, free, nfree), the pool doubled when it is full."""
+    if nfree == 0:
+        pool, free, nfree = _grow(pool, free)
+    nfree -= 1
+    return free[nfree], pool, free, nfree
 
 
 @njit(cache=True, nogil=True)

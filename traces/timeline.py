@@ -48,7 +48,8 @@ EDGE_COLORS = {"rpc": "#334155", "link": "#7c3aed", "reads_from": "#0f766e", "lo
 # acknowledged finding stays visible but pale, as a silenced alert does in Alertmanager.
 CATEGORIES = (("span", "#60a5fa"), ("critical path", "#f59e0b"), ("finding", "#dc2626"),
               ("acknowledged finding", "#fca5a5"))
-FINDING_CATEGORIES = (2, 3)
+OPEN_FINDING, ACKNOWLEDGED_FINDING = 2, 3
+FINDING_CATEGORIES = (OPEN_FINDING, ACKNOWLEDGED_FINDING)
 SUMMARY_COLOR = "#94a3b8"
 
 
@@ -141,9 +142,9 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
         acknowledged = f.get("status") == "acknowledged"
         for i in idxs:
             if not acknowledged:
-                cat[i] = 2
-            elif cat[i] != 2:
-                cat[i] = 3
+                cat[i] = OPEN_FINDING
+            elif cat[i] != OPEN_FINDING:
+                cat[i] = ACKNOWLEDGED_FINDING
         found.append({**f, "spans": idxs})
 
     edges = []
@@ -343,9 +344,9 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
     ))
     fig.add_trace(go.Scattergl(name="collapsed lane", mode="lines", line={"color": SUMMARY_COLOR, "width": width},
                                hoverinfo="skip", connectgaps=False))
-    for label, color in CATEGORIES:
+    for c, (label, color) in enumerate(CATEGORIES):
         # A finding's bar also gets a dot at each end, so a 1 ms write stays visible in a 10 s trace.
-        fig.add_trace(go.Scattergl(name=label, mode="lines+markers" if "finding" in label else "lines",
+        fig.add_trace(go.Scattergl(name=label, mode="lines+markers" if c in FINDING_CATEGORIES else "lines",
                                    line={"color": color, "width": width}, marker={"color": color, "size": 9},
                                    hoverinfo="skip", connectgaps=False))
     fig.add_trace(go.Scattergl(name="causal edge", mode="lines", line={"color": "rgba(71,85,105,0.45)", "width": 1},
