@@ -16,6 +16,13 @@ from tests.test_policies_api import BROKEN, LEDGER_V1, LEDGER_V2, a_span, a_writ
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
 
+def type_source(page, text: str) -> None:
+    # click() returns once a navigation commits; the editor's script, which listens for
+    # typing, runs at the end of the page. Text typed before it ran was never validated.
+    page.wait_for_load_state("load")
+    page.get_by_label("Policy source").fill(text)
+
+
 def test_alice_fixes_a_policy_error_dry_runs_it_and_activates_it(live_server, page, acme, alice):
     policy = policy_create(project=acme, source=LEDGER_V1, comment="first", actor=alice)
     store(acme, a_write("intruder", "ledger/42", "cc01"), a_span(agent="checkout", name="charge", trace="cc02"))
@@ -27,7 +34,7 @@ def test_alice_fixes_a_policy_error_dry_runs_it_and_activates_it(live_server, pa
     page.get_by_role("link", name="Edit (new version)").click()
     expect(page.get_by_label("Policy source")).to_have_value(LEDGER_V1)
 
-    page.get_by_label("Policy source").fill(BROKEN)
+    type_source(page, BROKEN)
     # The editor validates as you type, before anything is saved.
     expect(page.locator("#problems li").first).to_contain_text("Line 8, column 11")
     expect(page.locator("#gutter .bad-line")).to_have_text("8")
@@ -39,7 +46,7 @@ def test_alice_fixes_a_policy_error_dry_runs_it_and_activates_it(live_server, pa
     expect(page.locator("#gutter .bad-line")).to_have_text("8")
     assert policy.versions.count() == 1
 
-    page.get_by_label("Policy source").fill(LEDGER_V2)
+    type_source(page, LEDGER_V2)
     expect(page.locator("#valid-note")).to_have_text("Valid policy.")
     page.get_by_role("button", name="Dry run").click()
     expect(page.locator("#problems")).to_have_count(0)
