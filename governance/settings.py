@@ -1,6 +1,6 @@
 """Causeway settings, read from the environment with strict parsers.
 
-Embedded defaults: SQLite under ./data and a Celery broker on the filesystem,
+Embedded defaults: SQLite under ./data, and a Celery broker on a SQLite file of its own,
 so a checkout runs with no other service. Production sets DATABASE_URL
 (PostgreSQL) and CELERY_BROKER_URL (Redis or RabbitMQ).
 """
@@ -130,19 +130,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# Celery: the filesystem transport needs no server (embedded default).
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
-BROKER_DIR = DATA_DIR / "broker"
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed", "control"):
-        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(BROKER_DIR / "queue"),
-        "data_folder_out": str(BROKER_DIR / "queue"),
-        "processed_folder": str(BROKER_DIR / "processed"),
-        "store_processed": False,
-        "control_folder": str(BROKER_DIR / "control"),
-    }
+# Celery. The embedded default is a broker on a SQLite file of its own (governance/broker.py:
+# kombu's SQLAlchemy transport, whose claims are atomic); Redis or RabbitMQ in production.
+EMBEDDED_BROKER_PATH = DATA_DIR / "broker.sqlite3"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqlite:///{EMBEDDED_BROKER_PATH}")
+BROKER_IS_EMBEDDED = CELERY_BROKER_URL.startswith("sqlite:")
+if BROKER_IS_EMBEDDED:
+    CELERY_BROKER_TRANSPORT = "governance.broker:Transport"
+    # The transport has no fanout exchanges: no remote control, events or gossip.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

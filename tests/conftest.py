@@ -6,7 +6,7 @@ alice is admin of "acme", bob a viewer of "acme", charlie admin of "globex".
 from __future__ import annotations
 
 import os
-import shutil
+from pathlib import Path
 
 import pytest
 
@@ -133,12 +133,13 @@ def log_in(page, live_server, username: str):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _clean_broker_dir():
+def _clean_embedded_broker():
+    """Messages an earlier run left in the embedded broker must not reach this run's workers."""
     from django.conf import settings
 
-    if settings.configured and settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        shutil.rmtree(settings.BROKER_DIR / "queue", ignore_errors=True)
-        (settings.BROKER_DIR / "queue").mkdir(parents=True, exist_ok=True)
+    if settings.configured and settings.BROKER_IS_EMBEDDED:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{settings.EMBEDDED_BROKER_PATH}{suffix}").unlink(missing_ok=True)
     yield
 
 

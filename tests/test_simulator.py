@@ -571,15 +571,16 @@ EXPECTED = {
 ALSO_ALLOWED = {"no-cas": {"write_race"}}  # a lost update's survivors are unordered with later writes
 
 
-def findings_in(path: str):
+def findings_in(*paths: str):
     analysis = pytest.importorskip("traces.analysis")
     otlp = pytest.importorskip("traces.otlp")
     spans = []
-    for name in sorted(os.listdir(path)):
-        for request in otlp.read_otlp_file(os.path.join(path, name)):
-            batch = otlp.spans_from_request(request)
-            assert batch.rejected == 0, batch.message
-            spans += batch.spans
+    for path in paths:
+        for name in sorted(os.listdir(path)):
+            for request in otlp.read_otlp_file(os.path.join(path, name)):
+                batch = otlp.spans_from_request(request)
+                assert batch.rejected == 0, batch.message
+                spans += batch.spans
     return analysis.analyse(spans)
 
 
@@ -600,3 +601,15 @@ def test_the_analysis_finds_what_each_bug_flag_injects(simulate, bug):
     kinds = {f.kind for f in findings}
     assert EXPECTED[bug] in kinds
     assert kinds <= {EXPECTED[bug]} | ALSO_ALLOWED.get(bug, set())
+
+
+def test_runs_in_namespaces_of_their_own_find_no_bugs_between_them(simulate):
+    # The run command's demo gives each start a namespace: a second start's agents, whose store
+    # starts over at version 1, must not read as stale reads or lock overlaps of the first's.
+    first = simulate("--namespace", "run-1", "--bug", "no-cas")
+    second = simulate("--namespace", "run-2", "--bug", "no-cas")
+    names = {s.attrs[a] for s in first.spans for a in ("state.key", "lock.name", "idempotency.key") if a in s.attrs}
+    assert names and all(name.split("/")[1] == "run-1" for name in names)
+    alone = len(findings_in(first.dir)) + len(findings_in(second.dir))
+    assert alone > 0
+    assert len(findings_in(first.dir, second.dir)) == alone

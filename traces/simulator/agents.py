@@ -203,10 +203,10 @@ class Agent:
         with self.spans.span("agent.step", attributes=attrs, drop=drop):
             if drop:
                 self.inject("dropped-parent")
-            key = account_key(rng.randrange(cfg.keys))
+            key = cfg.scoped(account_key(rng.randrange(cfg.keys)))
             self.update_account(key, rng)
             self.append_ledger(rng)
-            self.call_tool(account_key(rng.randrange(cfg.keys)), rng)
+            self.call_tool(cfg.scoped(account_key(rng.randrange(cfg.keys))), rng)
             self.confirm_order(iteration)
             self.hand_off(thread_index, iteration)
             self.report(key)
@@ -235,19 +235,21 @@ class Agent:
             self.count("unlocked_sections")
             return
         owner = f"{self.name}/{threading.get_native_id()}"
-        token = self.locks.acquire(LEDGER_LOCK, owner)
+        lock = self.cfg.scoped(LEDGER_LOCK)
+        token = self.locks.acquire(lock, owner)
         try:
-            attrs = {"lock.name": LEDGER_LOCK, "lock.fencing_token": token}
+            attrs = {"lock.name": lock, "lock.fencing_token": token}
             with self.spans.span("ledger.append", attributes=attrs):
                 self._ledger_body(rng)
         finally:
-            self.locks.release(LEDGER_LOCK, owner)
+            self.locks.release(lock, owner)
         self.count("lock_sections")
 
     def _ledger_body(self, rng: random.Random) -> None:
-        value, version = self.read(LEDGER_KEY)
+        ledger = self.cfg.scoped(LEDGER_KEY)
+        value, version = self.read(ledger)
         self.think(rng)
-        result = self.write_blind(LEDGER_KEY, str(int(value or 0) + 1))
+        result = self.write_blind(ledger, str(int(value or 0) + 1))
         if result.overwritten != version and self.cfg.has("no-lock"):
             self.inject("no-lock")  # another writer got in between our read and write
 
@@ -286,7 +288,7 @@ class Agent:
             self.count("tool_errors")
 
     def confirm_order(self, iteration: int) -> None:
-        key = f"order/{iteration}/confirm"
+        key = self.cfg.scoped(f"order/{iteration}/confirm")
         bypass = self.cfg.has("idempotency-bypass")
         with self.spans.span("order.confirm", attributes={"idempotency.key": key}) as span:
             result = self.store.perform_action(key, agent=self.name, dedup=not bypass)
@@ -296,7 +298,7 @@ class Agent:
             self.inject("idempotency-bypass")
 
     def hand_off(self, thread_index: int, iteration: int) -> None:
-        key = f"handoff/{self.name}/{thread_index}/{iteration}"
+        key = self.cfg.scoped(f"handoff/{self.name}/{thread_index}/{iteration}")
         self.write_blind(key, "sent")
         target = (self.index + 1) % self.cfg.agents
         destination = inbox_name(target)

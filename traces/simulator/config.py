@@ -47,6 +47,7 @@ class SimulationConfig:
     service_name: str = "causeway-sim-agent"
     service_version: str = "1.0.0"
     run_id: str = ""
+    namespace: str = ""  # set: every key, lock and idempotency key of this run is its own
     db_path: str = ""
     export: ExportConfig = field(default_factory=lambda: ExportConfig(mode="file"))
 
@@ -67,6 +68,16 @@ class SimulationConfig:
     @property
     def process_count(self) -> int:
         return min(self.processes or self.agents, self.agents)
+
+    def scoped(self, name: str) -> str:
+        """`name` in this run's namespace: "ledger/total" -> "ledger/<ns>/total", "ledger" -> "ledger/<ns>".
+
+        The namespace goes after the first segment so rules written for "ledger/*" still apply.
+        """
+        if not self.namespace:
+            return name
+        head, sep, rest = name.partition("/")
+        return f"{head}/{self.namespace}/{rest}" if sep else f"{head}/{self.namespace}"
 
     def has(self, bug: str) -> bool:
         return bug in self.bugs

@@ -115,6 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--service-name", default="causeway-sim-agent", help="service.name of the agents")
     add("--service-version", default="1.0.0", help="service.version of the baseline agents")
     add("--run-id", default=None, help="prefix of service.instance.id (default: random)")
+    add("--namespace", default="", help="keep this run's state keys, locks and idempotency keys apart from "
+        "other runs' (e.g. ledger/NS/total); the run command's demo gives each start its own")
     add("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -150,6 +152,7 @@ def config_from_options(options: dict) -> SimulationConfig:
         service_name=opt("service_name", "causeway-sim-agent"),
         service_version=opt("service_version", "1.0.0"),
         run_id=opt("run_id", ""),
+        namespace=opt("namespace", ""),
         db_path=os.path.abspath(opt("db")) if opt("db") else "",
         export=export,
     )
@@ -180,7 +183,7 @@ def simulate(config: SimulationConfig, *, progress=None) -> SimulationSummary:
     if config.export.mode == "file":
         os.makedirs(config.export.output_dir, exist_ok=True)
     store = VersionedStore(db_path)
-    store.initialise([account_key(n) for n in range(config.keys)] + [LEDGER_KEY])
+    store.initialise([config.scoped(account_key(n)) for n in range(config.keys)] + [config.scoped(LEDGER_KEY)])
     store.close()
 
     ctx = multiprocessing.get_context("spawn")
