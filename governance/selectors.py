@@ -6,8 +6,12 @@ from governance.models import AuditRecord, Membership, Project
 
 
 def projects_for_user(*, user):
+    """The projects a person can see: their memberships', or every project for a superuser
+    (who acts as admin of each, as Django's admin leads people to expect)."""
     if not user.is_authenticated:
         return Project.objects.none()
+    if user.is_superuser:
+        return Project.objects.all()
     return Project.objects.filter(memberships__user=user).distinct()
 
 
@@ -17,7 +21,7 @@ def project_for_user(*, user, slug: str | None) -> Project:
     if slug:
         project = projects.filter(slug=slug).first()
         if project is None:
-            raise Http404(f"no project {slug!r} among yours")
+            raise Http404(f"you are not a member of a project {slug!r}; ask one of its admins to add you")
         return project
     mine = list(projects[:2])
     if len(mine) == 1:

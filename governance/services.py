@@ -25,8 +25,11 @@ class IngestKeyRevoked(Exception):
 
 
 def membership_get(*, user, project: Project) -> Membership | None:
+    """The person's membership; a superuser acts as admin of every project (an unsaved one)."""
     if not user.is_authenticated:
         return None
+    if user.is_superuser:
+        return Membership(user=user, project=project, role=Role.ADMIN)
     return Membership.objects.filter(user=user, project=project).first()
 
 
@@ -50,11 +53,33 @@ def audit_record(*, project: Project | None, actor, action: str, obj_type: str, 
     )
 
 
-def project_get_or_create(*, slug_or_name: str) -> tuple[Project, bool]:
+def project_slug(slug_or_name: str) -> str:
     slug = slugify(slug_or_name)[:100]
     if not slug:
-        raise ValueError(f"{slug_or_name!r} does not make a project slug")
+        raise ValueError(f"{slug_or_name!r} does not make a project slug: use letters, digits and hyphens")
+    return slug
+
+
+def project_get_or_create(*, slug_or_name: str) -> tuple[Project, bool]:
+    """For commands run by the operator of the installation (no person to check)."""
+    slug = project_slug(slug_or_name)
     return Project.objects.get_or_create(slug=slug, defaults={"name": slug_or_name})
+
+
+def project_create(*, slug: str, name: str = "", actor, address=None) -> Project:
+    """A new project whose creator is its first admin. Any admin of a project, or a superuser,
+    may create one; the slug must be new."""
+    if not (actor.is_superuser or Membership.objects.filter(user=actor, role=Role.ADMIN).exists()):
+        raise PermissionDenied("creating a project needs the admin role in a project")
+    slug = project_slug(slug)
+    with transaction.atomic():
+        if Project.objects.filter(slug=slug).exists():
+            raise ValueError(f"a project {slug!r} exists already")
+        project = Project.objects.create(slug=slug, name=(name or slug)[:100])
+        Membership.objects.create(user=actor, project=project, role=Role.ADMIN)
+        audit_record(project=project, actor=actor, action="project.create", obj_type="project", obj_id=project.pk,
+                     detail={"slug": slug, "name": project.name}, address=address)
+    return project
 
 
 def ingest_key_create(*, project: Project, name: str, actor=None, address=None, check_role=True) -> tuple[IngestKey, str]:
@@ -98,11 +123,22 @@ def ingest_key_authenticate(raw: str) -> IngestKey:
     return key
 
 
-def member_set_role(*, project: Project, user, role: str, actor, address=None) -> Membership:
-    role_require(user=actor, project=project, role=Role.ADMIN)
+class LastAdmin(Exception):
+    """The change would leave the project with no admin, and then nobody could manage it."""
+
+
+def member_set_role(*, project: Project, user, role: str, actor, address=None, check_role=True) -> Membership:
+    """Add a member or change their role. `check_role=False` is for the installation's operator
+    (`manage.py add_member`), who is not a person in the project."""
+    if check_role:
+        role_require(user=actor, project=project, role=Role.ADMIN)
     if role not in Role.values:
         raise ValueError(f"role must be one of {', '.join(Role.values)}")
     with transaction.atomic():
+        _admins_lock(project)
+        current = Membership.objects.filter(user=user, project=project).first()
+        if current is not None and current.role == Role.ADMIN and role != Role.ADMIN:
+            _keep_an_admin(project, leaving=current)
         membership, created = Membership.objects.update_or_create(user=user, project=project, defaults={"role": role})
         audit_record(project=project, actor=actor, action="member.add" if created else "member.role",
                      obj_type="membership", obj_id=membership.pk, detail={"user": user.username, "role": role},
@@ -112,12 +148,25 @@ def member_set_role(*, project: Project, user, role: str, actor, address=None) -
 
 def member_remove(*, membership: Membership, actor, address=None) -> None:
     role_require(user=actor, project=membership.project, role=Role.ADMIN)
-    if membership.user_id == actor.pk:
-        raise PermissionDenied("you cannot remove yourself; ask another admin")
     with transaction.atomic():
+        _admins_lock(membership.project)
+        if membership.role == Role.ADMIN:
+            _keep_an_admin(membership.project, leaving=membership)
         audit_record(project=membership.project, actor=actor, action="member.remove", obj_type="membership",
                      obj_id=membership.pk, detail={"user": membership.user.username}, address=address)
         membership.delete()
+
+
+def _admins_lock(project: Project) -> None:
+    # Two admins demoting each other at once must not both pass the check below: the
+    # project row is the lock they queue on.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+
+
+def _keep_an_admin(project: Project, *, leaving: Membership) -> None:
+    others = Membership.objects.filter(project=project, role=Role.ADMIN).exclude(pk=leaving.pk)
+    if not others.exists():
+        raise LastAdmin(f"{leaving.user.username} is the last admin of {project.slug}: make someone else admin first")
 
 
 def client_address(request) -> str | None:

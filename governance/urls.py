@@ -35,6 +35,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("", gviews.home, name="home"),
+    path("projects/new/", gviews.project_new, name="project-new"),
     path("p/<slug:slug>/traces/", tviews.trace_list, name="trace-list"),
     path("p/<slug:slug>/traces/<str:trace_id>/", tviews.trace_detail, name="trace-detail"),
     path("p/<slug:slug>/keys/", gviews.ingest_keys, name="ingest-keys"),

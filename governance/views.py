@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 from governance.models import IngestKey, Membership, Role
 from governance.selectors import audit_for_project, members_for_project, projects_for_user
 from governance.services import (
+    LastAdmin,
     PermissionDenied,
     client_address,
     ingest_key_create,
@@ -16,6 +17,7 @@ from governance.services import (
     member_remove,
     member_set_role,
     membership_get,
+    project_create,
 )
 
 
@@ -23,7 +25,8 @@ def page_project(request, slug):
     """The project and the person's membership, or 404: other projects do not exist for them."""
     project = projects_for_user(user=request.user).filter(slug=slug).first()
     if project is None:
-        raise Http404("no such project")
+        raise Http404(f"You are not a member of a project \"{slug}\" (or there is none): ask one of its admins to "
+                      "add you, or pick one of your projects above.")
     request.membership = membership_get(user=request.user, project=project)
     return project
 
@@ -34,6 +37,28 @@ def home(request):
     if project is None:
         return render(request, "governance/no_project.html")
     return redirect("trace-list", slug=project.slug)
+
+
+def can_create_project(user) -> bool:
+    return user.is_superuser or Membership.objects.filter(user=user, role=Role.ADMIN).exists()
+
+
+@login_required
+def project_new(request):
+    if not can_create_project(request.user):
+        raise Http404("Creating a project needs the admin role in a project: ask an admin.")
+    form = {"slug": request.POST.get("slug", "").strip(), "name": request.POST.get("name", "").strip()}
+    if request.method == "POST":
+        try:
+            project = project_create(slug=form["slug"], name=form["name"], actor=request.user,
+                                     address=client_address(request))
+        except (ValueError, PermissionDenied) as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Project {project.name} created; you are its admin. Create an ingest key for "
+                                      "its agents below.")
+            return redirect("ingest-keys", slug=project.slug)
+    return render(request, "governance/project_new.html", {"form": form})
 
 
 @login_required
@@ -93,7 +118,7 @@ def members(request, slug):
                     member_set_role(project=project, user=user, role=request.POST["role"], actor=request.user,
                                     address=client_address(request))
                     messages.success(request, f"{user.username} is now {request.POST['role']}.")
-        except PermissionDenied as exc:
+        except (PermissionDenied, LastAdmin) as exc:
             messages.error(request, str(exc))
         return redirect("members", slug=slug)
     return render(request, "governance/members.html", {

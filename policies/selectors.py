@@ -9,6 +9,7 @@ from django.db.models import BigIntegerField, Count, F, Value
 from django.db.models.functions import Cast
 
 from governance.models import Project
+from governance.selectors import projects_for_user
 from policies.models import Policy, PolicyVersion, Violation
 from traces.selectors import ns_of
 
@@ -22,9 +23,7 @@ def policies_for_project(*, project: Project):
 
 def policy_for_user(*, user, policy_id: int) -> Policy | None:
     """A policy of one of the user's projects, else None (other projects' policies do not exist for them)."""
-    if not user.is_authenticated:
-        return None
-    return (Policy.objects.filter(pk=policy_id, project__memberships__user=user)
+    return (Policy.objects.filter(pk=policy_id, project__in=projects_for_user(user=user))
             .select_related("project", "active_version").first())
 
 

@@ -2,7 +2,7 @@
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -40,3 +40,14 @@ def exception_handler(exc, context):
 
 def error_response(message: str, http_status=status.HTTP_400_BAD_REQUEST, code="invalid") -> Response:
     return Response({"error": {"code": code, "message": message}}, status=http_status)
+
+
+class ErrorDetailOutput(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ErrorOutput(serializers.Serializer):
+    """The one error shape, for the schema."""
+
+    error = ErrorDetailOutput()

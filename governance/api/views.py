@@ -6,14 +6,17 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from governance.api.errors import ErrorOutput, error_response
 from governance.models import AuditRecord, IngestKey, Membership, Role
 from governance.selectors import audit_for_project, members_for_project, project_for_user, projects_for_user
 from governance.services import (
+    LastAdmin,
     client_address,
     ingest_key_create,
     ingest_key_revoke,
     member_remove,
     member_set_role,
+    project_create,
     role_require,
 )
 
@@ -25,15 +28,30 @@ class ProjectOutput(serializers.Serializer):
     retention_days = serializers.IntegerField()
 
 
+class ProjectCreateInput(serializers.Serializer):
+    slug = serializers.SlugField(max_length=100)
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+
+
 class ProjectListApi(APIView):
     @extend_schema(responses=ProjectOutput(many=True))
     def get(self, request):
         roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
         data = [
-            {"slug": p.slug, "name": p.name, "role": roles[p.pk], "retention_days": p.retention_days}
+            {"slug": p.slug, "name": p.name, "role": Role.ADMIN if request.user.is_superuser else roles[p.pk],
+             "retention_days": p.retention_days}
             for p in projects_for_user(user=request.user)
         ]
         return Response(data)
+
+    @extend_schema(request=ProjectCreateInput, responses={201: ProjectOutput})
+    def post(self, request):
+        data = ProjectCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = project_create(slug=data.validated_data["slug"], name=data.validated_data.get("name", ""),
+                                 actor=request.user, address=client_address(request))
+        return Response({"slug": project.slug, "name": project.name, "role": Role.ADMIN,
+                         "retention_days": project.retention_days}, status=status.HTTP_201_CREATED)
 
 
 class IngestKeyOutput(serializers.ModelSerializer):
@@ -99,7 +117,7 @@ class MemberListApi(APIView):
         project = project_for_user(user=request.user, slug=slug)
         return Response(MemberOutput(members_for_project(project=project), many=True).data)
 
-    @extend_schema(request=MemberInput, responses=MemberOutput)
+    @extend_schema(request=MemberInput, responses={200: MemberOutput, 409: ErrorOutput})
     def put(self, request, slug):
         project = project_for_user(user=request.user, slug=slug)
         role_require(user=request.user, project=project, role=Role.ADMIN)
@@ -108,17 +126,23 @@ class MemberListApi(APIView):
         user = get_user_model().objects.filter(username=data.validated_data["username"]).first()
         if user is None:
             raise serializers.ValidationError({"username": "no such user"})
-        membership = member_set_role(project=project, user=user, role=data.validated_data["role"],
-                                     actor=request.user, address=client_address(request))
+        try:
+            membership = member_set_role(project=project, user=user, role=data.validated_data["role"],
+                                         actor=request.user, address=client_address(request))
+        except LastAdmin as exc:
+            return error_response(str(exc), status.HTTP_409_CONFLICT, "last_admin")
         return Response(MemberOutput(membership).data)
 
 
 class MemberDetailApi(APIView):
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(request=None, responses={204: None, 409: ErrorOutput})
     def delete(self, request, slug, username):
         project = project_for_user(user=request.user, slug=slug)
         membership = get_object_or_404(Membership, project=project, user__username=username)
-        member_remove(membership=membership, actor=request.user, address=client_address(request))
+        try:
+            member_remove(membership=membership, actor=request.user, address=client_address(request))
+        except LastAdmin as exc:
+            return error_response(str(exc), status.HTTP_409_CONFLICT, "last_admin")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -12,8 +12,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, project, name, **options):
         try:
-            project, _ = project_get_or_create(slug_or_name=project)
+            project, created = project_get_or_create(slug_or_name=project)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         _, raw = ingest_key_create(project=project, name=name, check_role=False)
+        if created:
+            # stdout carries the key alone, for scripts; the hint goes beside it.
+            self.stderr.write(f"Created project {project.slug!r}: superusers see it; add members with "
+                              f"manage.py add_member {project.slug} USERNAME --role admin")
         self.stdout.write(raw)
