@@ -24,6 +24,7 @@ process clock is skewed by up to +-20 ms.
 from __future__ import annotations
 
 import heapq
+import argparse
 import json
 import math
 import os
@@ -290,12 +291,14 @@ def timeline_10k_ms():
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1 and argv[1] == "--one":
-        print(json.dumps(one(int(argv[2]))))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated span counts")
+    parser.add_argument("--one", type=int, help="measure one size in this process and print it as JSON (used by the run)")
+    args = parser.parse_args(argv[1:])
+    if args.one:
+        print(json.dumps(one(args.one)))
         return
-    sizes = [10_000, 100_000, 1_000_000]
-    if len(argv) > 2 and argv[1] == "--sizes":
-        sizes = [int(x) for x in argv[2].split(",")]
+    sizes = [int(x) for x in args.sizes.split(",")]
     results = []
     for n in sizes:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", str(n)], check=True,

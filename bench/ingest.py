@@ -5,8 +5,8 @@ Run against a running server:
 (the stored count is read from DATABASE_URL, the server's database), or let it start one:
     .venv/bin/python bench/ingest.py --start-server [--workers 3 --threads 1] [--batches 400]
 
---start-server drops and creates a fresh PostgreSQL database (DATABASE_URL, default
-postgres://postgres@127.0.0.1:5432/causeway_bench), migrates it, makes a key with
+--start-server creates a PostgreSQL database of its own with a unique name (on DATABASE_URL's
+server, default the local one; dropped at the end, and no other database is touched), migrates it, makes a key with
 `manage.py create_ingest_key bench`, runs gunicorn `governance.wsgi` on a free port with
 DEBUG=false, waits until it answers, and stops it at the end.
 
@@ -54,13 +54,13 @@ from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
-DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/causeway_bench"
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from bench.databases import own_postgres_database
 from tests.gunicorn import gunicorn_serving  # one way to start gunicorn for tests and benches
 from tests.otlp_builders import key_values  # one OTLP encoder for tests and benches
 
@@ -286,28 +286,16 @@ def stored_spans(database_url: str, key: str) -> int:
         return conn.execute("SELECT count(*) FROM traces_span WHERE project_id = %s", (row[0],)).fetchone()[0]
 
 
-def fresh_database(database_url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    parts = urllib.parse.urlsplit(database_url)
-    name = parts.path.lstrip("/")
-    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
 class Server:
-    """gunicorn governance.wsgi on a fresh database, for the length of a `with`."""
+    """gunicorn governance.wsgi on a database of its own, for the length of a `with`."""
 
-    def __init__(self, database_url: str, workers: int, threads: int, worker_class: str):
-        self.database_url, self.workers, self.threads, self.worker_class = database_url, workers, threads, worker_class
+    def __init__(self, workers: int, threads: int, worker_class: str):
+        self.workers, self.threads, self.worker_class = workers, threads, worker_class
         self.data_dir = tempfile.mkdtemp(prefix="causeway-bench-")
-        self.env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "false", "SECRET_KEY": "bench",
-                    "CAUSEWAY_DATA_DIR": self.data_dir, "LOG_LEVEL": "WARNING"}
+        self.database_url = ""
         self.url = ""
         self.process = None
+        self._database = None
         self._serving = None
 
     def manage(self, *args) -> str:
@@ -318,7 +306,10 @@ class Server:
         return done.stdout
 
     def __enter__(self):
-        fresh_database(self.database_url)
+        self._database = own_postgres_database("causeway_bench_ingest")
+        self.database_url = self._database.__enter__()
+        self.env = {**os.environ, "DATABASE_URL": self.database_url, "DEBUG": "false", "SECRET_KEY": "bench",
+                    "CAUSEWAY_DATA_DIR": self.data_dir, "LOG_LEVEL": "WARNING"}
         self.manage("migrate", "-v0")
         self.key = self.manage("create_ingest_key", "bench").strip()
         options = ["--workers", str(self.workers), "--worker-class", self.worker_class, "--keep-alive", "30",
@@ -331,8 +322,12 @@ class Server:
         return self
 
     def __exit__(self, *exc):
-        if self._serving is not None:
-            self._serving.__exit__(*exc)
+        try:
+            if self._serving is not None:
+                self._serving.__exit__(*exc)
+        finally:
+            if self._database is not None:
+                self._database.__exit__(*exc)
 
 
 # --- main -----------------------------------------------------------------------------------------------------------
@@ -406,15 +401,14 @@ def main(argv=None) -> int:
     warm_bodies, warm_counts = bodies[:args.warmup], counts[:args.warmup]
     bodies, counts = bodies[args.warmup:], counts[args.warmup:]
 
-    database_url = os.environ.get("DATABASE_URL", DEFAULT_DB)
-    if args.start_server:
-        context = Server(database_url, args.workers, args.threads, args.worker_class)
-    else:
-        context = None
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not args.start_server and not database_url:
+        parser.error("--url needs DATABASE_URL, the server's database, to count the stored spans")
+    context = Server(args.workers, args.threads, args.worker_class) if args.start_server else None
     try:
         if context is not None:
             context.__enter__()
-            url, key = context.url, context.key
+            url, key, database_url = context.url, context.key, context.database_url
             print(f"gunicorn: {args.workers} {args.worker_class} workers"
                   + (f" x {args.threads} threads" if args.worker_class == "gthread" else "") + f" at {url}", file=sys.stderr)
         else:

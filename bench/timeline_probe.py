@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.databases import unique_name
 from traces.records import KIND_CLIENT, KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, Link, make_span
 
 SERVICES = {  # service -> instances; each instance runs a few agents
@@ -158,8 +159,8 @@ def measure_view_10k_ms(repeat: int = 3) -> float:
     # A database of its own, so a probe never drops the test database of a pytest run.
     db = settings.DATABASES["default"]
     db.setdefault("TEST", {})["NAME"] = (
-        str(Path(settings.DATA_DIR) / "bench_timeline.sqlite3") if db["ENGINE"].endswith("sqlite3")
-        else "test_causeway_timeline_bench")
+        str(Path(settings.DATA_DIR) / f"{unique_name('bench_timeline')}.sqlite3") if db["ENGINE"].endswith("sqlite3")
+        else unique_name("test_causeway_timeline_bench"))
     old = setup_databases(verbosity=0, interactive=False)
     try:
         from django.contrib.auth import get_user_model

@@ -47,7 +47,7 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
-def build_server(host: str = "0.0.0.0", port: int = 4317, workers: int = 8) -> tuple[grpc.Server, int]:
+def build_server(host: str = "127.0.0.1", port: int = 4317, workers: int = 8) -> tuple[grpc.Server, int]:
     """A gRPC server with the trace service added and bound (not started); returns it and the bound port."""
     limit = settings.OTLP_MAX_BODY_BYTES
     server = grpc.server(

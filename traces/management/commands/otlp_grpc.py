@@ -10,7 +10,7 @@ class Command(BaseCommand):
     help = "Run the OTLP/gRPC trace receiver (TraceService.Export) on the same ingest code as POST /v1/traces."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default="0.0.0.0")
+        parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
         parser.add_argument("--port", type=int, default=4317)
         parser.add_argument("--workers", type=int, default=8, help="threads handling Export calls")
         parser.add_argument("--grace", type=float, default=10.0, help="seconds to finish calls in flight on shutdown")
