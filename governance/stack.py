@@ -184,7 +184,12 @@ class Stack:
     def shut_down(self, why: str) -> int:
         if why:
             print(f"Stopping Causeway: {why}", file=sys.stderr, flush=True)
-        everyone = [*self.children.values(), *([self.demo_child] if self.demo_child else [])]
+        if self.demo_child is not None:
+            # First, so the simulator does not retry against a web that is going away.
+            self.demo_child.kill()
+            self.demo_child.finish()
+            self.demo_child = None
+        everyone = list(self.children.values())
         for child in everyone:
             child.stop()
         deadline = time.monotonic() + STOP_GRACE_S
