@@ -6,6 +6,7 @@ import pytest
 
 from governance.models import AuditRecord, IngestKey, Membership, Role
 from tests.conftest import make_user
+from tests.test_timeline import index_of, page_timeline_data
 from traces.ingest import spans_store
 from traces.records import STATUS_ERROR, make_span
 
@@ -124,5 +125,9 @@ def test_the_trace_page_shows_spans_as_a_tree(logged_in, acme):
     store_trace(acme)
     response = logged_in.get(f"/p/acme/traces/{'a' * 32}/")
     assert response.status_code == 200
-    page = response.content.decode()
-    assert page.index("plan order") < page.index("write order")
+    data = page_timeline_data(response.content.decode())
+    root, child = index_of(data, "plan order"), index_of(data, "write order")
+    assert data["spans"]["parent"][root] == -1 and data["spans"]["parent"][child] == root
+    # drawn in its parent's lane, one row below it
+    assert data["spans"]["lane"][child] == data["spans"]["lane"][root]
+    assert data["spans"]["row"][child] == data["spans"]["row"][root] + 1
