@@ -439,6 +439,16 @@ def test_bob_reads_the_violations_page_with_counts_over_time_and_timeline_links(
     assert b"charges-idempotent" in per_day.content
 
 
+def test_rolling_back_on_the_page_says_which_version_is_active_now(client, ledger, alice):
+    api_as(alice).post(url(ledger, "versions/"), {"source": LEDGER_V2}, format="json")
+    for number in (1, 2):
+        policy_version_activate(policy=ledger, version=ledger.versions.get(number=number), actor=alice)
+    client.force_login(alice)
+    page = client.post(f"/p/acme/policies/{ledger.pk}/rollback/", follow=True).content.decode()
+    assert "Rolled ledger back to v1." in page
+    assert '<strong id="active-version">v1</strong>' in page
+
+
 def test_a_viewer_sees_no_activate_or_save_buttons(client, ledger, bob):
     client.force_login(bob)
     detail = client.get(f"/p/acme/policies/{ledger.pk}/")
