@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -427,16 +428,20 @@ def test_the_openapi_schema_lists_the_policy_endpoints(alice):
 # --- pages -------------------------------------------------------------------------------
 
 
-def test_bob_reads_the_violations_page_with_counts_over_time_and_timeline_links(client, recorded, bob):
+# The hour, in UTC, that the violations of 3, 5 and 10 minutes ago fall in at each fixed instant.
+@pytest.mark.parametrize("clock, hour", [("bucket-boundary", "2026-12-03 00:00"), ("year-end", "2026-12-31 23:00"),
+                                         ("dst-change", "2026-03-29 01:00")], indirect=["clock"])
+def test_bob_reads_the_violations_page_with_counts_over_time_and_timeline_links(client, recorded, bob, hour):
     client.force_login(bob)
     response = client.get("/p/acme/violations/?rule=ledger-owner&last=")
     assert response.status_code == 200
     v = Violation.objects.filter(rule_id="ledger-owner").order_by("-start_ns").first()
     assert f'href="/p/acme/traces/{v.trace_id}/?span={v.span_id}"'.encode() in response.content
     assert response.content.count(b'<span class="tag enforce">enforced</span>') == 2
-    per_day = client.get("/p/acme/violations/?last=24h")
-    assert b'data-group="rule"' in per_day.content and b'data-group="agent"' in per_day.content
-    assert b"charges-idempotent" in per_day.content
+    per_day = client.get("/p/acme/violations/?last=24h").content.decode()
+    assert 'data-group="rule"' in per_day and 'data-group="agent"' in per_day
+    assert "charges-idempotent" in per_day
+    assert re.findall(r'<th title="([^"]+) UTC">', per_day) == [hour] * 2  # one hourly bucket, by rule and by agent
 
 
 def test_rolling_back_on_the_page_says_which_version_is_active_now(client, ledger, alice):
