@@ -137,7 +137,7 @@ class PolicyDetailApi(PolicyApiView):
 
 class PolicyModeApi(PolicyApiView):
     @extend_schema(request=ModeInput, responses={200: PolicyOutput, **ERROR_RESPONSES},
-                   description="enforce: violations are recorded as enforced (alerts); monitor: recorded only. Approver.")
+                   description="enforce: violations are recorded marked enforced; monitor: marked monitor. Approver.")
     def post(self, request, policy_id: int):
         policy = self.policy(policy_id)
         data = ModeInput(data=request.data)

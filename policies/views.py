@@ -235,8 +235,8 @@ def rollback(request, slug, policy_id):
     project = page_project(request, slug)
     policy = _policy(project, policy_id)
     try:
-        policy_rollback(policy=policy, actor=request.user, address=client_address(request))
-        messages.success(request, f"Rolled {policy.name} back to v{policy.active_version.number}.")
+        rolled_back = policy_rollback(policy=policy, actor=request.user, address=client_address(request))
+        messages.success(request, f"Rolled {rolled_back.name} back to v{rolled_back.active_version.number}.")
     except (PermissionDenied, PolicyConflict) as exc:
         messages.error(request, str(exc))
     return redirect("policy-detail", slug=slug, policy_id=policy.pk)

@@ -6,7 +6,9 @@ alice is admin of "acme", bob a viewer of "acme", charlie admin of "globex".
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -96,17 +98,46 @@ def celery_worker(transactional_db, celery_app_configured):
         yield worker
 
 
-@pytest.fixture(scope="session")
+# Instants at which a test that depended on today's date or the time of day would show it:
+# counts are bucketed from the epoch and windows end "now", all in UTC.
+INSTANTS = {
+    # an epoch-aligned 3-day bucket began an hour ago (2026-12-03 00:00 UTC)
+    "bucket-boundary": datetime(2026, 12, 3, 1, 0, tzinfo=UTC),
+    # the last second of a day, a month and a year
+    "year-end": datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
+    # half an hour after Europe's clocks went forward, with this process's local time Berlin's:
+    # anything that used local time instead of UTC would be an hour out
+    "dst-change": datetime(2026, 3, 29, 3, 30, tzinfo=ZoneInfo("Europe/Berlin")),
+}
+at_fixed_instants = pytest.mark.parametrize("clock", list(INSTANTS), indirect=True)
+
+
+@pytest.fixture
+def clock(request):
+    """The clock stopped at one of INSTANTS ("bucket-boundary" unless parametrized with at_fixed_instants).
+
+    time.time(), datetime.now() and so timezone.now() answer it in every thread of this
+    process (the live server, the Celery worker); time.monotonic() and so timeouts run on.
+    Processes started from here (gunicorn, Node.js, agents, Chromium) keep the real clock, so
+    browser tests do without it: a session cookie dated from a stopped clock may have expired.
+    """
+    import time_machine
+
+    with time_machine.travel(INSTANTS[getattr(request, "param", "bucket-boundary")], tick=False) as traveller:
+        yield traveller
+
+
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for the tests of one module: while Playwright runs, this thread has a running
+    event loop and Django refuses database calls from it unless told the calls are safe. That
+    permission ends with the module, so no other test runs with it."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test.sh does, as root)")
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API runs an event loop in this thread; Django would then
-    # refuse the tests' own database calls as if they came from async code.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
-    with sync_playwright() as playwright:
+    with pytest.MonkeyPatch.context() as env, sync_playwright() as playwright:
+        env.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -6,6 +6,7 @@ import pytest
 
 from governance.models import AuditRecord, IngestKey, Membership, Role
 from tests.conftest import make_user
+from tests.test_timeline import index_of, page_timeline_data
 from traces.ingest import spans_store
 from traces.records import STATUS_ERROR, make_span
 
@@ -113,6 +114,13 @@ def test_an_admin_adds_a_member_and_changes_a_role(logged_in, acme, alice):
     assert list(AuditRecord.objects.filter(object_type="membership").values_list("action", flat=True)) == ["member.role", "member.add"]
 
 
+def test_the_members_page_describes_only_roles_the_product_has(logged_in):
+    roles = re.search(r'<p class="muted" id="roles">(.*?)</p>', logged_in.get("/p/acme/members/").content.decode()).group(1)
+    assert "operator: acknowledges findings" in roles
+    assert "approver: edits, activates and rolls back policies" in roles
+    assert "rollout" not in roles and "alert" not in roles
+
+
 def test_only_admins_see_the_audit_log(client, alice, bob, acme):
     client.force_login(bob)
     assert client.get("/p/acme/audit/").status_code == 404
@@ -124,5 +132,31 @@ def test_the_trace_page_shows_spans_as_a_tree(logged_in, acme):
     store_trace(acme)
     response = logged_in.get(f"/p/acme/traces/{'a' * 32}/")
     assert response.status_code == 200
-    page = response.content.decode()
-    assert page.index("plan order") < page.index("write order")
+    data = page_timeline_data(response.content.decode())
+    root, child = index_of(data, "plan order"), index_of(data, "write order")
+    assert data["spans"]["parent"][root] == -1 and data["spans"]["parent"][child] == root
+    # drawn in its parent's lane, one row below it
+    assert data["spans"]["lane"][child] == data["spans"]["lane"][root]
+    assert data["spans"]["row"][child] == data["spans"]["row"][root] + 1
+
+
+def test_every_page_of_a_project_shows_the_same_navigation_with_findings(logged_in, acme, alice):
+    from policies.services import policy_create
+    from tests.test_policies_api import LEDGER_V1
+
+    store_trace(acme)
+    policy = policy_create(project=acme, source=LEDGER_V1, actor=alice)
+    trace = "a" * 32
+    pages = ["traces/", f"traces/{trace}/", f"traces/{trace}/graph/", "state/order/42/", "findings/", "policies/",
+             "policies/new/", f"policies/{policy.pk}/", f"policies/{policy.pk}/edit/", f"policies/{policy.pk}/versions/1/",
+             f"policies/{policy.pk}/dry-run/?version=1", "violations/", "keys/", "members/", "audit/"]
+    navigations = {}
+    for tail in pages:
+        response = logged_in.get(f"/p/acme/{tail}")
+        assert response.status_code == 200, tail
+        navigations[tail] = re.search(r"<nav>(.*?)</nav>", response.content.decode(), re.DOTALL).group(1)
+    links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', navigations["traces/"])
+    assert [name for _, name in links] == ["Traces", "Findings", "Policies", "Violations", "Ingest keys", "Members",
+                                           "Audit log"]
+    assert ("/p/acme/findings/", "Findings") in links
+    assert {tail for tail, nav in navigations.items() if nav != navigations["traces/"]} == set()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +15,7 @@ from policies.models import Policy, PolicyVersion, VersionImmutable, Violation
 from policies.selectors import violation_counts
 from policies.services import policy_create, policy_version_activate, violations_record
 from policies.tasks import evaluate_traces
-from tests.conftest import api_as, make_user
+from tests.conftest import api_as, at_fixed_instants, make_user
 from traces.ingest import spans_store
 from traces.records import make_span
 
@@ -47,6 +49,11 @@ rules:
 
 _ids = itertools.count(1)
 MINUTE_NS = 60 * 1_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def _at_a_fixed_instant(clock):
+    """Spans are dated from the clock and windows end at it: stop it first, for every test here."""
 
 
 def a_span(*, agent: str, name: str, trace: str, minutes_ago: float = 10, service: str = "billing", **attributes):
@@ -375,17 +382,39 @@ def test_it_lists_violations_with_filters_and_timeline_links(recorded, bob):
     assert client.get("/api/v1/violations/?project=acme&service=nowhere").data["count"] == 0
 
 
+@at_fixed_instants
 def test_violation_counts_by_rule_and_agent_per_bucket(acme, recorded, bob):
     now = datetime.now(UTC)
-    rows = violation_counts(project=acme, since=now - timedelta(days=2), until=now, bucket_seconds=86400 * 3,
+    three_days = 3 * 86400
+    rows = violation_counts(project=acme, since=now - timedelta(days=2), until=now, bucket_seconds=three_days,
                             group_by="rule")
-    assert sorted((g, n) for _, g, n in rows) == [("charges-idempotent", 1), ("ledger-owner", 2)]
+    # each violation counts in the epoch-aligned bucket its span started in
+    expected = Counter((datetime.fromtimestamp(v.start_ns // 10**9 // three_days * three_days, UTC), v.rule_id)
+                       for v in recorded)
+    assert sorted(((b, g), n) for b, g, n in rows) == sorted(expected.items())
+    totals = Counter()
+    for _, group, n in rows:
+        totals[group] += n
+    assert totals == {"charges-idempotent": 1, "ledger-owner": 2}
     by_agent = violation_counts(project=acme, since=now - timedelta(hours=1), until=now, bucket_seconds=60, group_by="agent")
     assert sum(n for _, g, n in by_agent if g == "intruder") == 1
     assert all(b.timestamp() % 60 == 0 for b, _, _ in by_agent)
     response = api_as(bob).get("/api/v1/violations/counts/?project=acme&group_by=agent&bucket_seconds=3600")
     assert response.status_code == 200
     assert sorted((r["group"], r["count"]) for r in response.data) == [("checkout", 1), ("intruder", 1)]
+
+
+def test_violations_either_side_of_a_bucket_boundary_count_in_their_own_buckets(acme, recorded, clock):
+    # The clock reads 2026-12-03 01:00 UTC; a 3-day bucket began an hour ago. The intruder's
+    # write of ledger/7, 30 hours ago, falls in the bucket before.
+    now = datetime.now(UTC)
+    rows = violation_counts(project=acme, since=now - timedelta(days=2), until=now, bucket_seconds=3 * 86400,
+                            group_by="rule")
+    assert rows == [
+        (datetime(2026, 11, 30, tzinfo=UTC), "ledger-owner", 1),
+        (datetime(2026, 12, 3, tzinfo=UTC), "charges-idempotent", 1),
+        (datetime(2026, 12, 3, tzinfo=UTC), "ledger-owner", 1),
+    ]
 
 
 def test_the_openapi_schema_lists_the_policy_endpoints(alice):
@@ -399,16 +428,39 @@ def test_the_openapi_schema_lists_the_policy_endpoints(alice):
 # --- pages -------------------------------------------------------------------------------
 
 
-def test_bob_reads_the_violations_page_with_counts_over_time_and_timeline_links(client, recorded, bob):
+# The hour, in UTC, that the violations of 3, 5 and 10 minutes ago fall in at each fixed instant.
+@pytest.mark.parametrize("clock, hour", [("bucket-boundary", "2026-12-03 00:00"), ("year-end", "2026-12-31 23:00"),
+                                         ("dst-change", "2026-03-29 01:00")], indirect=["clock"])
+def test_bob_reads_the_violations_page_with_counts_over_time_and_timeline_links(client, recorded, bob, hour):
     client.force_login(bob)
     response = client.get("/p/acme/violations/?rule=ledger-owner&last=")
     assert response.status_code == 200
     v = Violation.objects.filter(rule_id="ledger-owner").order_by("-start_ns").first()
     assert f'href="/p/acme/traces/{v.trace_id}/?span={v.span_id}"'.encode() in response.content
     assert response.content.count(b'<span class="tag enforce">enforced</span>') == 2
-    per_day = client.get("/p/acme/violations/?last=24h")
-    assert b'data-group="rule"' in per_day.content and b'data-group="agent"' in per_day.content
-    assert b"charges-idempotent" in per_day.content
+    per_day = client.get("/p/acme/violations/?last=24h").content.decode()
+    assert 'data-group="rule"' in per_day and 'data-group="agent"' in per_day
+    assert "charges-idempotent" in per_day
+    assert re.findall(r'<th title="([^"]+) UTC">', per_day) == [hour] * 2  # one hourly bucket, by rule and by agent
+
+
+def test_rolling_back_on_the_page_says_which_version_is_active_now(client, ledger, alice):
+    api_as(alice).post(url(ledger, "versions/"), {"source": LEDGER_V2}, format="json")
+    for number in (1, 2):
+        policy_version_activate(policy=ledger, version=ledger.versions.get(number=number), actor=alice)
+    client.force_login(alice)
+    page = client.post(f"/p/acme/policies/{ledger.pk}/rollback/", follow=True).content.decode()
+    assert "Rolled ledger back to v1." in page
+    assert '<strong id="active-version">v1</strong>' in page
+
+
+def test_the_policy_page_says_what_its_mode_does_and_promises_no_alerts(client, ledger, alice, bob):
+    client.force_login(bob)
+    enforcing = client.get(f"/p/acme/policies/{ledger.pk}/").content.decode()
+    assert "violations are recorded, marked enforced" in enforcing and "alert" not in enforcing
+    api_as(alice).post(url(ledger, "mode/"), {"mode": "monitor"}, format="json")
+    monitoring = client.get(f"/p/acme/policies/{ledger.pk}/").content.decode()
+    assert "violations are recorded, marked monitor" in monitoring and "alert" not in monitoring
 
 
 def test_a_viewer_sees_no_activate_or_save_buttons(client, ledger, bob):

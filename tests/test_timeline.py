@@ -79,6 +79,11 @@ def index_of(data, name):
     return data["spans"]["name"].index(name)
 
 
+def page_timeline_data(body: str) -> dict:
+    """The timeline data a page sends along for its script."""
+    return json.loads(body.split('<script id="timeline-data" type="application/json">')[1].split("</script>")[0])
+
+
 # ---------------------------------------------------------------------------
 # Timeline data, no database
 
@@ -237,7 +242,7 @@ def test_the_trace_page_is_the_timeline(client, alice, stored):
     assert 'id="tl-chart"' in body and 'id="timeline-data"' in body
     assert "/assets/plotly.min.js?v=" in body and "cdn" not in body.lower()
     assert f'class="tl-finding status-open" data-finding="{stored[1].pk}"' in body
-    data = json.loads(body.split('<script id="timeline-data" type="application/json">')[1].split("</script>")[0])
+    data = page_timeline_data(body)
     assert len(data["lanes"]) == 3 and len(data["spans"]["id"]) == 10
     assert data["findings"][0]["key_url"] == "/p/acme/state/order/42/"
     assert {t["name"] for t in data["figure"]["data"]} >= {"span", "critical path", "finding", "handles"}
@@ -272,14 +277,14 @@ def test_the_graph_page_renders(client, bob, stored):
     assert client.get(f"/p/acme/traces/{TRACE}/graph/?by=service").status_code == 200
 
 
-def test_the_key_history_page_shows_every_access_with_versions(client, bob, acme, stored):
+def test_the_key_history_page_shows_every_access_with_versions(client, bob, acme, stored, clock):
     other = hand_trace(trace_id="1" * 32, prefix="b")
     spans_store(project_id=acme.pk, spans=other)
     client.force_login(bob)
     response = client.get("/p/acme/state/order/42/?last=30d&since=2025-01-01T00:00:00Z")
     assert response.status_code == 200
     body = response.content.decode()
-    data = json.loads(body.split('<script id="timeline-data" type="application/json">')[1].split("</script>")[0])
+    data = page_timeline_data(body)
     assert data["mode"] == "key" and data["x_kind"] == "date"
     assert sorted(data["spans"]["label"]) == sorted(["w v4←3", "w v5←3", "r v4"] * 2)
     assert {d["trace_id"] for d in data["details"]} == {TRACE, "1" * 32}

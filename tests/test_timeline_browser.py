@@ -3,9 +3,11 @@ clicking a finding or a bar fills the side panel from the data sent with the pag
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from bench.timeline_probe import make_trace
 from tests.conftest import log_in
@@ -21,6 +23,15 @@ def _chart_trace_points(page, name: str) -> int:
             const t = document.getElementById('tl-chart').data.find(t => t.name === name);
             return t ? t.x.filter(v => v !== null).length : -1;
         }""", name)
+
+
+def _is_red(css_color: str) -> bool:
+    """A strong red ("rgb(198, 40, 40)" or "#dc2626"), not a dark grey or any other text colour."""
+    if css_color.startswith("#"):
+        red, green, blue = (int(css_color[i:i + 2], 16) for i in (1, 3, 5))
+    else:
+        red, green, blue = (int(part) for part in re.findall(r"\d+", css_color)[:3])
+    return red >= 150 and green <= 80 and blue <= 80
 
 
 def test_a_10k_span_trace_draws_fast_with_its_finding_in_red(transactional_db, live_server, page, acme, alice):
@@ -41,8 +52,11 @@ def test_a_10k_span_trace_draws_fast_with_its_finding_in_red(transactional_db, l
     item = page.locator(f".tl-finding[data-finding='{finding.pk}']")
     assert item.is_visible()
     assert "order/0" in item.inner_text()
-    color = item.locator(".tl-kind").evaluate("el => getComputedStyle(el).color")
-    assert color == "rgb(198, 40, 40)" or color.startswith("rgb(2") or "220, 38, 38" in color, color
+    kind_color = item.locator(".tl-kind").evaluate("el => getComputedStyle(el).color")
+    text_color = page.evaluate("getComputedStyle(document.body).color")
+    assert _is_red(kind_color) and not _is_red(text_color), (kind_color, text_color)
+    bar_color = page.evaluate("document.getElementById('tl-chart')._fullData.find(t => t.name === 'finding').line.color")
+    assert _is_red(bar_color), bar_color
     # lanes start collapsed (10,000 spans), the finding's two bars are drawn anyway
     assert _chart_trace_points(page, "finding") == 4
     assert _chart_trace_points(page, "collapsed lane") > 0
@@ -130,6 +144,30 @@ def test_clicking_a_bar_shows_its_attributes_events_and_links(transactional_db, 
     page.wait_for_function(
         "() => document.getElementById('tl-chart').data.find(t => t.name === 'handles').x.length === 7")
     assert page.locator("#tl-panel >> text=Expand subtree").is_visible()
+
+
+@pytest.mark.parametrize("width", [1400, 900], ids=["beside the chart", "below the chart"])
+def test_clicking_a_bar_shows_its_detail_where_the_user_is_looking(transactional_db, live_server, page, acme, alice,
+                                                                    width):
+    spans = hand_trace()
+    spans_store(project_id=acme.pk, spans=spans)
+    for n in range(12):  # more findings than the window holds
+        store_finding(acme, spans, key=f"order/{n}", detail=f"two writes of order/{n} based on version 3 both took effect")
+    page.set_viewport_size({"width": width, "height": 800})
+    log_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/p/acme/traces/{TRACE}/")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    _click_span(page, "a000000000000009")
+    detail = page.locator("#tl-panel .tl-span-detail[data-span='a000000000000009']")
+    expect(detail).to_be_in_viewport()
+    assert "consume handoff" in detail.inner_text()
+    page.screenshot(path=f"/tmp/timeline-span-detail-{width}.png")
+
+    last = page.locator(".tl-finding").last  # at the end of the list
+    key = last.locator(".tl-key").inner_text()
+    last.click()
+    expect(page.locator("#tl-panel")).to_contain_text(f"lost_update on {key}")
+    expect(page.locator("#tl-panel .tl-span-detail").first).to_be_in_viewport()
 
 
 def test_the_key_history_page_draws_accesses(transactional_db, live_server, page, acme, bob):

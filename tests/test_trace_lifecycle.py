@@ -1,26 +1,33 @@
 """Traces turn quiet, are handed on to analysis by a real Celery worker, and expire."""
 
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from celery.signals import task_postrun
 from django.test import override_settings
 from django.utils import timezone
 
+from tests.conftest import at_fixed_instants
 from traces.ingest import spans_store
 from traces.models import Finding, Span, Trace
 from traces.records import make_span
-from traces.tasks import quiet_traces_claim, retention, sweep_quiet
+from traces.tasks import analyse_traces, quiet_traces_claim, retention, sweep_quiet
 
-NOW_NS = time.time_ns()
+
+@pytest.fixture(autouse=True)
+def _at_a_fixed_instant(clock):
+    """Spans are dated from the clock, and quiet periods and retention are measured back from it."""
 
 
 def access(trace_id, span_id, agent, instance, op, version, base=None, start=0):
     attributes = {"state.key": "order/42", "state.op": op, "state.version": version}
     if base is not None:
         attributes["state.base_version"] = base
-    return make_span(trace_id=trace_id, span_id=span_id, name=f"{op} order", start_ns=NOW_NS + start,
-                     end_ns=NOW_NS + start + 1000, attributes=attributes,
+    now_ns = time.time_ns()
+    return make_span(trace_id=trace_id, span_id=span_id, name=f"{op} order", start_ns=now_ns + start,
+                     end_ns=now_ns + start + 1000, attributes=attributes,
                      resource_attributes={"service.name": "orders", "service.instance.id": instance, "gen_ai.agent.id": agent})
 
 
@@ -57,28 +64,52 @@ def test_a_late_span_reopens_a_complete_trace(acme):
     assert trace.state == Trace.State.OPEN and trace.span_count == 2
 
 
+@contextmanager
+def analyses_run():
+    """The (args, state) of every traces.analyse task the worker finishes inside the block, in order."""
+    runs = []
+
+    def record(sender=None, args=None, state=None, **_):
+        if sender.name == analyse_traces.name:
+            runs.append((list(args), state))
+
+    task_postrun.connect(record, weak=False)
+    try:
+        yield runs
+    finally:
+        task_postrun.disconnect(record)
+
+
+def wait_for(condition, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {seconds} s for {what}"
+        time.sleep(0.05)
+
+
 @pytest.mark.django_db(transaction=True)
 @override_settings(TRACE_QUIET_SECONDS=0.0)
 def test_a_real_worker_analyses_quiet_traces_and_stores_the_finding_once(acme, celery_worker):
     spans_store(project_id=acme.pk, spans=lost_update_spans())
     sweep_quiet.delay()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not Finding.objects.exists():
-        time.sleep(0.2)
+    wait_for(Finding.objects.exists, "the first finding")
     finding = Finding.objects.get()
     assert finding.kind == "lost_update" and finding.key == "order/42"
     assert sorted(finding.span_ids) == ["a2" * 8, "b2" * 8]
     assert finding.agent_list == ["A", "B"]
-    # A late span reopens the traces; analysing again stores nothing twice.
-    spans_store(project_id=acme.pk, spans=[access("a" * 32, "a3" * 8, "A", "proc-a", "read", 4, start=5000)])
-    sweep_quiet.delay()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and Trace.objects.filter(state=Trace.State.OPEN).exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    assert Finding.objects.count() == 1
+    # A late span reopens trace a: the sweep hands it on to analysis again. The same analysis is
+    # also delivered twice more, as a broker redelivers a task whose acknowledgement was lost.
+    with analyses_run() as runs:
+        spans_store(project_id=acme.pk, spans=[access("a" * 32, "a3" * 8, "A", "proc-a", "read", 4, start=5000)])
+        sweep_quiet.delay()
+        analyse_traces.delay(acme.pk, ["a" * 32, "b" * 32])
+        analyse_traces.delay(acme.pk, ["a" * 32, "b" * 32])
+        wait_for(lambda: len(runs) == 3, "the worker to finish three analyses")
+    assert sorted(runs) == [([acme.pk, ["a" * 32]], "SUCCESS")] + [([acme.pk, ["a" * 32, "b" * 32]], "SUCCESS")] * 2
+    assert list(Finding.objects.values_list("pk", flat=True)) == [finding.pk]
 
 
+@at_fixed_instants
 def test_retention_deletes_old_spans_and_keeps_recent_ones(acme):
     acme.retention_days = 1
     acme.save()
@@ -91,6 +122,7 @@ def test_retention_deletes_old_spans_and_keeps_recent_ones(acme):
     assert Span.objects.count() == 4
 
 
+@at_fixed_instants
 def test_retention_keeps_a_trace_row_while_its_old_spans_are_not_all_deleted(acme):
     # Ingest skips the stored-span check for a trace without a row, so no span may outlive its trace.
     acme.retention_days = 1

@@ -288,6 +288,13 @@
     panel.appendChild(head);
   }
 
+  function showPanel() {
+    // Beside the chart the side column may be scrolled down its findings; below the chart (a narrow
+    // window) the panel may be off screen: bring it in, moving as little as possible.
+    panel.scrollTop = 0;
+    panel.scrollIntoView({block: "nearest"});
+  }
+
   function button(text, onClick) {
     var b = el("button", {type: "button", class: "secondary"}, text);
     b.addEventListener("click", onClick);
@@ -316,6 +323,7 @@
       panel.appendChild(p);
     });
     panel.appendChild(spanSection(i, true));
+    showPanel();
     redraw();
   }
 
@@ -355,6 +363,7 @@
     }
     if (!f.spans.length) panel.appendChild(el("p", {class: "muted"}, "Its spans are not in this view."));
     f.spans.forEach(function (i) { panel.appendChild(spanSection(i, false)); });
+    showPanel();
     redraw().then(function () {
       if (zoom && f.spans.length) {
         var lo = Infinity, hi = -Infinity;
