@@ -160,3 +160,10 @@ def test_every_page_of_a_project_shows_the_same_navigation_with_findings(logged_
                                            "Audit log"]
     assert ("/p/acme/findings/", "Findings") in links
     assert {tail for tail, nav in navigations.items() if nav != navigations["traces/"]} == set()
+
+
+def test_only_admins_are_shown_the_audit_log_link(client, alice, bob, acme):
+    client.force_login(bob)
+    assert "Audit log" not in client.get("/p/acme/findings/").content.decode()
+    client.force_login(alice)
+    assert "Audit log" in client.get("/p/acme/findings/").content.decode()
