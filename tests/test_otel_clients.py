@@ -8,16 +8,21 @@ the receiver of `manage.py otlp_grpc`, started in this process on a free port.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import grpc
 import pytest
 from django.db import connection
 from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -29,6 +34,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from governance.models import IngestKey, hash_key
 from governance.services import ingest_key_revoke
 from tests.conftest import api_as
+from tests.otlp_strategies import batches, damaged
 from traces.grpc_receiver import SERVICE, build_server
 from traces.models import Span, Trace
 
@@ -391,6 +397,23 @@ def test_a_message_that_does_not_parse_is_invalid_argument_over_grpc_and_stores_
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, why
             assert caught.value.details().startswith("body is not a protobuf ExportTraceServiceRequest"), why
     assert not Span.objects.exists()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_damaged_body_over_grpc_is_stored_whole_or_refused_as_invalid_argument(grpc_port, acme, acme_key, data):
+    body = data.draw(damaged(data.draw(batches()).request().SerializeToString()))
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        export = channel.unary_unary(f"/{SERVICE}/Export", response_deserializer=ExportTraceServiceResponse.FromString)
+        try:
+            export(body, metadata=(("authorization", acme_key),), timeout=10)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert error.details().startswith("body is not a protobuf ExportTraceServiceRequest")
+    # Whatever was stored was stored whole: each trace's summary counts its spans (examples share the database).
+    stored = Counter(Span.objects.filter(project=acme).values_list("trace_id", flat=True))
+    assert dict(Trace.objects.filter(project=acme).values_list("trace_id", "span_count")) == stored
 
 
 HOSTILE_ATTRIBUTES = {"nan": float("nan"), "-inf": float("-inf"), "nul": "a\x00b", "state.key": "k" * 600,
