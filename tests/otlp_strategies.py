@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
@@ -210,10 +211,8 @@ def stored_value(value):
     """docs/ingest.md: what a JSON column holds for an attribute value."""
     if isinstance(value, str):
         return stored_text(value)
-    if isinstance(value, float) and value != value:
-        return "NaN"
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if isinstance(value, list):
@@ -244,7 +243,7 @@ def typed_int(value) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")) or not value.is_integer():
+        if not math.isfinite(value) or not value.is_integer():
             return None
         value = int(value)
     return value if -(2**63) <= value <= MAX_NS else None
