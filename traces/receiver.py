@@ -65,7 +65,8 @@ def request_decode(body: bytes, content_type: str):
 
 
 def export(project_id: int, request) -> tuple[int, str]:
-    """Store a decoded ExportTraceServiceRequest; returns (rejected spans, why, and what was normalised)."""
+    """Store a decoded ExportTraceServiceRequest; returns (rejected spans, a message saying why and what was
+    stored normalised)."""
     batch = spans_from_request(request)
     try:
         spans_store(project_id=project_id, spans=batch.spans)

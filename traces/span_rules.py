@@ -4,7 +4,8 @@ One place for the rules, between decoding (traces/otlp.py) and storing
 (traces/ingest.py), so HTTP, gRPC and `check_traces` treat every span alike.
 A span is rejected alone when what makes it a span is wrong (its ids, its
 name, its times); anything else the database would refuse is stored
-normalised, and the span says so in its `causeway.normalized` attribute.
+normalised, and where that loses information (a text cut, a kind or status
+code replaced) the span says so in its `causeway.normalized` attribute.
 docs/ingest.md lists the rules for people who send traces.
 
 No Django import: the column limits are written here, and a test holds them
