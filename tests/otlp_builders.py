@@ -68,8 +68,12 @@ def _base64_ids_to_hex(node):
             _base64_ids_to_hex(value)
 
 
-def export_json(records) -> dict:
-    """The same request in the OTLP/JSON mapping (hex ids, int64 as strings)."""
-    document = json_format.MessageToDict(export_request(records))
+def request_json(request: ExportTraceServiceRequest) -> dict:
+    """A request in the OTLP/JSON mapping (hex ids, int64 as strings)."""
+    document = json_format.MessageToDict(request)
     _base64_ids_to_hex(document)
     return document
+
+
+def export_json(records) -> dict:
+    return request_json(export_request(records))

@@ -8,16 +8,21 @@ the receiver of `manage.py otlp_grpc`, started in this process on a free port.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import grpc
 import pytest
 from django.db import connection
 from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -29,7 +34,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from governance.models import IngestKey, hash_key
 from governance.services import ingest_key_revoke
 from tests.conftest import api_as
-from traces.grpc_receiver import build_server
+from tests.otlp_strategies import batches, damaged
+from traces.grpc_receiver import SERVICE, build_server
 from traces.models import Span, Trace
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -353,6 +359,97 @@ def test_it_counts_rejected_spans_in_partial_success_over_grpc(stub, acme, acme_
     assert "name is empty" in response.partial_success.error_message
     assert "trace_id must be 16 non-zero bytes" in response.partial_success.error_message
     assert list(Span.objects.filter(project=acme).values_list("name", flat=True)) == ["op"]
+
+
+def test_a_mixed_batch_over_grpc_stores_the_valid_spans_normalised_and_counts_the_rest(stub, acme, acme_key):
+    request = one_span_request()
+    spans = request.resource_spans[0].scope_spans[0].spans
+    long_name = spans.add(trace_id=b"\x01" * 16, span_id=b"\x03" * 8, name="n" * 600, kind=40000,
+                          start_time_unix_nano=1, end_time_unix_nano=2)
+    long_name.attributes.add(key="nan", value={"double_value": float("nan")})
+    long_name.attributes.add(key="nul", value={"string_value": "a\x00b"})
+    spans.add(trace_id=b"\x01" * 16, span_id=b"\x04" * 8, name="late", start_time_unix_nano=2**63,
+              end_time_unix_nano=2**64 - 1)
+    spans.add(trace_id=b"\x01" * 16, span_id=b"\x05" * 8, name="", start_time_unix_nano=1, end_time_unix_nano=2)
+    response = stub.Export(request, metadata=(("authorization", acme_key),), timeout=10)
+    assert response.partial_success.rejected_spans == 2
+    assert response.partial_success.error_message == (
+        "1 span(s): name is empty; 1 span(s): start or end time is at or after 2^63 ns (the year 2262); "
+        "1 span(s) stored normalised: name cut to 512 characters; "
+        "1 span(s) stored normalised: unknown kind stored as unspecified")
+    assert sorted(Span.objects.values_list("span_id", flat=True)) == ["0202020202020202", "0303030303030303"]
+    row = Span.objects.get(span_id="0303030303030303")
+    assert (len(row.name), row.kind) == (512, 0)
+    assert row.attributes == {"nan": "NaN", "nul": "a\ufffdb", "causeway.normalized": [
+        "name cut to 512 characters", "unknown kind stored as unspecified"]}
+
+
+def test_a_message_that_does_not_parse_is_invalid_argument_over_grpc_and_stores_nothing(grpc_port, acme, acme_key):
+    good = one_span_request(name="ab").SerializeToString()
+    bodies = {"not protobuf": b"\x0a\xff\xff\xff\x0f", "cut short": good[:-3],
+              "a name that is not UTF-8": good.replace(b"ab", b"\xff\xfe")}
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        # The raw bytes, as a sender whose encoder is broken would send them.
+        export = channel.unary_unary(f"/{SERVICE}/Export")
+        for why, body in bodies.items():
+            with pytest.raises(grpc.RpcError) as caught:
+                export(body, metadata=(("authorization", acme_key),), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, why
+            assert caught.value.details().startswith("body is not a protobuf ExportTraceServiceRequest"), why
+    assert not Span.objects.exists()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_damaged_body_over_grpc_is_stored_whole_or_refused_as_invalid_argument(grpc_port, acme, acme_key, data):
+    body = data.draw(damaged(data.draw(batches()).request().SerializeToString()))
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        export = channel.unary_unary(f"/{SERVICE}/Export", response_deserializer=ExportTraceServiceResponse.FromString)
+        try:
+            export(body, metadata=(("authorization", acme_key),), timeout=10)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert error.details().startswith("body is not a protobuf ExportTraceServiceRequest")
+    # Whatever was stored was stored whole: each trace's summary counts its spans (examples share the database).
+    stored = Counter(Span.objects.filter(project=acme).values_list("trace_id", flat=True))
+    assert dict(Trace.objects.filter(project=acme).values_list("trace_id", "span_count")) == stored
+
+
+HOSTILE_ATTRIBUTES = {"nan": float("nan"), "-inf": float("-inf"), "nul": "a\x00b", "state.key": "k" * 600,
+                      "state.op": "write", "state.version": 3}
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_the_sdk_exporters_deliver_spans_the_database_cannot_hold_as_sent(request, acme, acme_key, transport):
+    if transport == "http":
+        live_server = request.getfixturevalue("live_server")
+        exporter = HttpSpanExporter(endpoint=f"{live_server.url}/v1/traces",
+                                    headers={"Authorization": f"Bearer {acme_key}"}, timeout=10)
+    else:
+        port = request.getfixturevalue("grpc_port")
+        exporter = GrpcSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True,
+                                    headers={"authorization": f"Bearer {acme_key}"}, timeout=10)
+    results = []
+    export = exporter.export
+    exporter.export = lambda spans: results.append(export(spans)) or results[-1]
+    provider = TracerProvider(resource=Resource.create({**AGENTS["coder"], "service.name": "c\x00der"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("hostile")
+    with tracer.start_as_current_span("x" * 600, attributes=HOSTILE_ATTRIBUTES) as hostile:
+        hostile.add_event("e\x00", {"inf": float("inf")})
+        with tracer.start_as_current_span("normal child", attributes={"ok": 1.5}):
+            pass
+    provider.shutdown()
+    assert results == [SpanExportResult.SUCCESS, SpanExportResult.SUCCESS]
+    child, parent = Span.objects.get(name="normal child"), Span.objects.get(parent_span_id="")
+    assert child.parent_span_id == parent.span_id and child.attributes == {"ok": 1.5}
+    assert (len(parent.name), parent.service_name, len(parent.state_key), parent.state_version) == (
+        512, "c\ufffdder", 512, 3)
+    assert parent.attributes == {"nan": "NaN", "-inf": "-Infinity", "nul": "a\ufffdb", "state.key": "k" * 600,
+                                 "state.op": "write", "state.version": 3, "causeway.normalized": [
+                                     "name cut to 512 characters", "state.key cut to 512 characters"]}
+    assert parent.events[0]["name"] == "e\ufffd" and parent.events[0]["attributes"] == {"inf": "Infinity"}
 
 
 def test_it_refuses_a_message_over_the_limit_over_grpc_with_resource_exhausted(transactional_db, acme, acme_key):

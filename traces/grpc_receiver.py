@@ -2,10 +2,15 @@
 
 `build_server` returns a started-able grpc.Server so `manage.py otlp_grpc`
 and the tests run the same thing; the tests bind port 0.
+
+Export is registered to take the request's bytes and decode them itself, as
+POST /v1/traces does: left to gRPC, a message that does not parse is answered
+INTERNAL ("Exception deserializing request!") where it is the sender's error.
 """
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
 
 import grpc
@@ -13,10 +18,13 @@ from django.conf import settings
 from django.db import close_old_connections
 from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from traces.otlp import export_response
-from traces.receiver import IngestFailure, bearer_key, export, ingest_key_check
+from traces.otlp import PROTOBUF, export_response
+from traces.receiver import IngestFailure, bearer_key, export, ingest_key_check, request_decode
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+logger = logging.getLogger(__name__)
 
 
 def _metadata_key(context) -> str:
@@ -26,21 +34,25 @@ def _metadata_key(context) -> str:
     return ""
 
 
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def Export(self, request, context):
+def export_call(body: bytes, context) -> ExportTraceServiceResponse:
+    """TraceService.Export on the request's bytes."""
+    close_old_connections()
+    try:
+        key = ingest_key_check(_metadata_key(context))
+        rejected, message = export(key.project_id, request_decode(body, PROTOBUF))
+    except IngestFailure as failure:
+        if failure.retry_after:
+            # The OTLP exporters space their retries by this RetryInfo.
+            info = RetryInfo(retry_delay=Duration(seconds=failure.retry_after))
+            context.set_trailing_metadata((("google.rpc.retryinfo-bin", info.SerializeToString()),))
+        context.abort(grpc.StatusCode[_CODE_NAMES[failure.grpc_code]], failure.message)
+    except Exception:
+        # Left to gRPC, the answer would quote the exception (UNKNOWN "Exception calling application: ...").
+        logger.exception("OTLP/gRPC Export failed")
+        context.abort(grpc.StatusCode.INTERNAL, "the receiver failed; its log says why")
+    finally:
         close_old_connections()
-        try:
-            key = ingest_key_check(_metadata_key(context))
-            rejected, message = export(key.project_id, request)
-        except IngestFailure as failure:
-            if failure.retry_after:
-                # The OTLP exporters space their retries by this RetryInfo.
-                info = RetryInfo(retry_delay=Duration(seconds=failure.retry_after))
-                context.set_trailing_metadata((("google.rpc.retryinfo-bin", info.SerializeToString()),))
-            context.abort(grpc.StatusCode[_CODE_NAMES[failure.grpc_code]], failure.message)
-        finally:
-            close_old_connections()
-        return export_response(rejected, message)
+    return export_response(rejected, message)
 
 
 # google.rpc.Code value -> grpc.StatusCode name
@@ -58,7 +70,9 @@ def build_server(host: str = "127.0.0.1", port: int = 4317, workers: int = 8) ->
         ],
         maximum_concurrent_rpcs=workers * 4,
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    export_method = grpc.unary_unary_rpc_method_handler(
+        export_call, response_serializer=ExportTraceServiceResponse.SerializeToString)  # no request deserializer
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": export_method}),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
     if not bound:

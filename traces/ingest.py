@@ -10,13 +10,12 @@ traces are inserted with their summary in one statement and need no UPDATE.
 
 from __future__ import annotations
 
-import json
-
 from django.db import connection, transaction
 from django.utils import timezone
 
 from traces.models import Span, Trace, member_text
 from traces.records import STATUS_ERROR, SpanRecord
+from traces.span_rules import json_text
 
 SPAN_COLUMNS = (
     "project_id", "trace_id", "span_id", "parent_span_id", "name", "kind",
@@ -27,7 +26,6 @@ SPAN_COLUMNS = (
     "attributes", "events", "links", "resource_attributes",
     "scope_name", "scope_version", "resource_schema_url", "scope_schema_url",
 )
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
 def _rows(project_id: int, spans: list[SpanRecord]):
@@ -35,16 +33,16 @@ def _rows(project_id: int, spans: list[SpanRecord]):
     for s in spans:
         resource = resource_json.get(id(s.resource_attributes))
         if resource is None:
-            resource = resource_json[id(s.resource_attributes)] = _dumps(s.resource_attributes)
+            resource = resource_json[id(s.resource_attributes)] = json_text(s.resource_attributes)
         yield (
             project_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind,
             s.service_name, s.service_version, s.instance_id, s.agent, s.thread_id,
             s.start_ns, s.end_ns, s.end_ns - s.start_ns, s.status_code, s.status_message,
             s.state_key, s.state_op, s.state_version, s.state_base_version, s.state_conflict,
             s.idempotency_key, s.idempotency_outcome, s.lock_name, s.lock_fencing_token,
-            _dumps(s.attributes),
-            _dumps(s.events) if s.events else "[]",
-            _dumps([{"trace_id": l.trace_id, "span_id": l.span_id, "attributes": l.attributes} for l in s.links])
+            json_text(s.attributes),
+            json_text(s.events) if s.events else "[]",
+            json_text([{"trace_id": l.trace_id, "span_id": l.span_id, "attributes": l.attributes} for l in s.links])
             if s.links else "[]",
             resource,
             s.scope_name, s.scope_version, s.resource_schema_url, s.scope_schema_url,
@@ -56,8 +54,9 @@ def _insert_spans(project_id: int, spans: list[SpanRecord]) -> None:
     columns = ", ".join(SPAN_COLUMNS)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # COPY is the fastest way into PostgreSQL; duplicates were filtered under the trace locks.
-            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            # COPY is the fastest way into PostgreSQL; duplicates were filtered under the trace locks. It goes
+            # through psycopg's own cursor, so its errors are turned into Django's here, as the ORM's are.
+            with connection.wrap_database_errors, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for row in _rows(project_id, spans):
                     copy.write_row(row)
         else:

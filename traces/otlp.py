@@ -10,7 +10,6 @@ import base64
 import gzip
 import json
 import zlib
-from dataclasses import dataclass
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -20,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from traces.records import Link, SpanRecord, concurrency_fields, derive_identity
+from traces.span_rules import CheckedBatch, spans_checked
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -74,8 +74,10 @@ def decode_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     if kind == JSON:
         try:
             document = json.loads(body) if body.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # not UTF-8, not JSON, or an integer of more digits than Python reads
             raise OtlpDecodeError(f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise OtlpDecodeError("body is JSON nested too deeply") from None
         return request_from_json(document)
     raise OtlpDecodeError(f"unsupported content type {kind!r}")
 
@@ -96,22 +98,29 @@ def _hex_ids_to_base64(node: dict) -> None:
             node[name] = base64.b64encode(raw).decode()
 
 
+def _objects(node: dict, *names: str) -> list[dict]:
+    """The list of objects under the first of `names` that node has; the OTLP/JSON shape, or OtlpDecodeError."""
+    value = next((node[name] for name in names if node.get(name) is not None), None)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise OtlpDecodeError(f"OTLP/JSON body has the wrong shape: {names[0]} must be a list of objects")
+    return value
+
+
 def request_from_json(document) -> ExportTraceServiceRequest:
     if not isinstance(document, dict):
         raise OtlpDecodeError("OTLP/JSON body must be a JSON object with resourceSpans")
-    try:
-        for resource_spans in document.get("resourceSpans") or document.get("resource_spans") or []:
-            for scope_spans in resource_spans.get("scopeSpans") or resource_spans.get("scope_spans") or []:
-                for span in scope_spans.get("spans") or []:
-                    _hex_ids_to_base64(span)
-                    for link in span.get("links") or []:
-                        _hex_ids_to_base64(link)
-    except AttributeError:
-        raise OtlpDecodeError("OTLP/JSON body has the wrong shape: resourceSpans[].scopeSpans[].spans[] must be objects") from None
+    for resource_spans in _objects(document, "resourceSpans", "resource_spans"):
+        for scope_spans in _objects(resource_spans, "scopeSpans", "scope_spans"):
+            for span in _objects(scope_spans, "spans"):
+                _hex_ids_to_base64(span)
+                for link in _objects(span, "links"):
+                    _hex_ids_to_base64(link)
     request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, TypeError, ValueError) as exc:
+    except (json_format.ParseError, TypeError, ValueError, RecursionError) as exc:
         raise OtlpDecodeError(f"OTLP/JSON body does not match the trace export schema: {exc}") from None
     return request
 
@@ -124,8 +133,10 @@ def encode_response(response, content_type: str) -> tuple[bytes, str]:
 
 
 def export_response(rejected: int, message: str) -> ExportTraceServiceResponse:
+    """The answer to an export. A message with nothing rejected is a warning (spans stored normalised), which the
+    OTLP specification lets partial_success carry with rejected_spans 0."""
     response = ExportTraceServiceResponse()
-    if rejected:
+    if rejected or message:
         response.partial_success.rejected_spans = rejected
         response.partial_success.error_message = message
     return response
@@ -181,32 +192,13 @@ _CONCURRENCY_KEYS = _keys_read_by(concurrency_fields)
 _NO_CONCURRENCY = concurrency_fields({})
 
 
-@dataclass
-class DecodedBatch:
-    spans: list[SpanRecord]
-    rejected: int
-    message: str  # why spans were rejected, "" when none were
+def spans_from_request(request: ExportTraceServiceRequest) -> CheckedBatch:
+    """The request's spans as SpanRecords, checked and normalised for storing (traces/span_rules.py)."""
+    return spans_checked(_span_records(request))
 
 
-def _problem(trace_id: bytes, span_id: bytes, parent_span_id: bytes, name: str, start: int, end: int) -> str:
-    if len(trace_id) != 16 or not any(trace_id):
-        return "trace_id must be 16 non-zero bytes"
-    if len(span_id) != 8 or not any(span_id):
-        return "span_id must be 8 non-zero bytes"
-    if len(parent_span_id) not in (0, 8):
-        return "parent_span_id must be empty or 8 bytes"
-    if not name:
-        return "name is empty"
-    if end < start:
-        return "end_time_unix_nano is before start_time_unix_nano"
-    return ""
-
-
-def spans_from_request(request: ExportTraceServiceRequest) -> DecodedBatch:
-    """Turn a decoded request into SpanRecords; invalid spans are counted, not stored."""
+def _span_records(request: ExportTraceServiceRequest):
     # Hot: each field of a upb message is read once into a local (every read builds a new object).
-    records: list[SpanRecord] = []
-    problems: dict[str, int] = {}
     for resource_spans in request.resource_spans:
         resource = key_values(resource_spans.resource.attributes)
         resource_schema = resource_spans.schema_url
@@ -214,55 +206,45 @@ def spans_from_request(request: ExportTraceServiceRequest) -> DecodedBatch:
             scope = scope_spans.scope
             scope_name, scope_version, scope_schema = scope.name, scope.version, scope_spans.schema_url
             for span in scope_spans.spans:
-                trace_id, span_id, parent, name = span.trace_id, span.span_id, span.parent_span_id, span.name
-                start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                problem = _problem(trace_id, span_id, parent, name, start, end)
-                if problem:
-                    problems[problem] = problems.get(problem, 0) + 1
-                    continue
+                parent = span.parent_span_id
                 attributes = key_values(span.attributes)
                 service, version, instance, agent, thread, chain, clock = derive_identity(attributes, resource)
                 concurrency = (
                     _NO_CONCURRENCY if _CONCURRENCY_KEYS.isdisjoint(attributes) else concurrency_fields(attributes)
                 )
                 status, events, links = span.status, span.events, span.links
-                records.append(
-                    SpanRecord(
-                        trace_id=trace_id.hex(),
-                        span_id=span_id.hex(),
-                        parent_span_id=parent.hex() if parent and any(parent) else "",
-                        name=name,
-                        kind=span.kind,
-                        start_ns=start,
-                        end_ns=end,
-                        status_code=status.code,
-                        status_message=status.message,
-                        service_name=service,
-                        service_version=version,
-                        instance_id=instance,
-                        agent=agent,
-                        thread_id=thread,
-                        chain=chain,
-                        clock=clock,
-                        attributes=attributes,
-                        events=[
-                            {"name": e.name, "time_ns": e.time_unix_nano, "attributes": key_values(e.attributes)}
-                            for e in events
-                        ] if events else [],
-                        links=tuple(
-                            Link(l.trace_id.hex(), l.span_id.hex(), key_values(l.attributes)) for l in links
-                        ) if links else (),
-                        resource_attributes=resource,
-                        scope_name=scope_name,
-                        scope_version=scope_version,
-                        resource_schema_url=resource_schema,
-                        scope_schema_url=scope_schema,
-                        **concurrency,
-                    )
+                yield SpanRecord(
+                    trace_id=span.trace_id.hex(),
+                    span_id=span.span_id.hex(),
+                    parent_span_id="" if len(parent) == 8 and not any(parent) else parent.hex(),
+                    name=span.name,
+                    kind=span.kind,
+                    start_ns=span.start_time_unix_nano,
+                    end_ns=span.end_time_unix_nano,
+                    status_code=status.code,
+                    status_message=status.message,
+                    service_name=service,
+                    service_version=version,
+                    instance_id=instance,
+                    agent=agent,
+                    thread_id=thread,
+                    chain=chain,
+                    clock=clock,
+                    attributes=attributes,
+                    events=[
+                        {"name": e.name, "time_ns": e.time_unix_nano, "attributes": key_values(e.attributes)}
+                        for e in events
+                    ] if events else [],
+                    links=tuple(
+                        Link(l.trace_id.hex(), l.span_id.hex(), key_values(l.attributes)) for l in links
+                    ) if links else (),
+                    resource_attributes=resource,
+                    scope_name=scope_name,
+                    scope_version=scope_version,
+                    resource_schema_url=resource_schema,
+                    scope_schema_url=scope_schema,
+                    **concurrency,
                 )
-    rejected = sum(problems.values())
-    message = "; ".join(f"{count} span(s): {problem}" for problem, count in sorted(problems.items()))
-    return DecodedBatch(records, rejected, message)
 
 
 def read_otlp_file(path: str) -> list[ExportTraceServiceRequest]:

@@ -6,13 +6,17 @@ answer the same way.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from governance.services import IngestKeyRevoked, IngestKeyUnknown, ingest_key_authenticate
 from traces.ingest import spans_store
-from traces.otlp import spans_from_request
+from traces.otlp import OtlpDecodeError, decode_request, spans_from_request
+
+logger = logging.getLogger(__name__)
+MESSAGE_CHARS = 1000  # a decoder's message may quote the body; the answer quotes no more of it than this
 
 
 @dataclass
@@ -52,14 +56,26 @@ def _unavailable(exc) -> IngestFailure:
     return IngestFailure(503, UNAVAILABLE, f"storage is unavailable, retry later ({type(exc).__name__})", retry_after=5)
 
 
+def request_decode(body: bytes, content_type: str):
+    """The ExportTraceServiceRequest in a (decompressed) body; a body that is not one is the sender's error."""
+    try:
+        return decode_request(body, content_type)
+    except OtlpDecodeError as exc:
+        raise IngestFailure(400, INVALID_ARGUMENT, str(exc)[:MESSAGE_CHARS]) from None
+
+
 def export(project_id: int, request) -> tuple[int, str]:
-    """Store a decoded ExportTraceServiceRequest; returns (rejected spans, why)."""
+    """Store a decoded ExportTraceServiceRequest; returns (rejected spans, a message saying why and what was
+    stored normalised)."""
     batch = spans_from_request(request)
     try:
         spans_store(project_id=project_id, spans=batch.spans)
     except (OperationalError, InterfaceError) as exc:
         raise _unavailable(exc) from None
     except DatabaseError as exc:
-        # Values the database refuses (e.g. a NUL byte in a string) reject the whole request.
-        raise IngestFailure(400, INVALID_ARGUMENT, f"spans could not be stored: {exc}".splitlines()[0]) from None
+        # traces/span_rules.py makes every span it keeps storable, so this is a rule missing there. The sender is
+        # not shown the database's words (they name tables and columns); the log keeps them.
+        logger.exception("the database refused a batch of %d spans", len(batch.spans))
+        raise IngestFailure(400, INVALID_ARGUMENT,
+                            f"the database refused the spans ({type(exc).__name__}); none were stored") from None
     return batch.rejected, batch.message

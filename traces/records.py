@@ -90,19 +90,23 @@ def _first_str(*values) -> str:
     return ""
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def as_int(value) -> int | None:
-    """An int attribute as agents send it: int, or a numeric string from OTLP/JSON."""
+    """An int attribute as agents send it: int, or a numeric string from OTLP/JSON; None when it is not one, or is
+    outside the signed 64 bits that OTLP's intValue and the typed columns hold."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        value = int(value)
+    elif isinstance(value, str):
         try:
-            return int(value.strip())
+            value = int(value.strip())
         except ValueError:
             return None
+    if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
+        return value
     return None
 
 

@@ -11,7 +11,6 @@ from traces.otlp import (
     PROTOBUF_ALIASES,
     BodyTooLarge,
     OtlpDecodeError,
-    decode_request,
     encode_response,
     export_response,
     inflate,
@@ -25,6 +24,7 @@ from traces.receiver import (
     bearer_key,
     export,
     ingest_key_check,
+    request_decode,
 )
 
 
@@ -76,12 +76,11 @@ def otlp_traces(request):
         body = _read_body(request, limit)
         try:
             body = inflate(body, request.META.get("HTTP_CONTENT_ENCODING", ""), limit)
-            decoded = decode_request(body, kind)
         except BodyTooLarge as exc:
             raise IngestFailure(413, RESOURCE_EXHAUSTED, str(exc)) from None
         except OtlpDecodeError as exc:
             raise IngestFailure(400, INVALID_ARGUMENT, str(exc)) from None
-        rejected, message = export(key.project_id, decoded)
+        rejected, message = export(key.project_id, request_decode(body, kind))
     except IngestFailure as failure:
         return _status_response(failure, reply_type)
     body, kind = encode_response(export_response(rejected, message), reply_type)
