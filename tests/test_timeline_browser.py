@@ -192,7 +192,7 @@ def test_a_50k_span_trace_still_opens(transactional_db, live_server, page, acme,
     log_in(page, live_server, "alice")
     started = time.perf_counter()
     page.goto(f"{live_server.url}/p/acme/traces/{spans[0].trace_id}/", timeout=60000)
-    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=30000)
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=90000)
     print(f"50k spans: chart ready after {time.perf_counter() - started:.1f} s")
     print(page.evaluate("""() => { const n = performance.getEntriesByType('navigation')[0];
         return {server_ms: n.responseStart - n.requestStart, download_ms: n.responseEnd - n.responseStart,
@@ -200,9 +200,11 @@ def test_a_50k_span_trace_still_opens(transactional_db, live_server, page, acme,
                 marks: performance.getEntriesByType('mark').map(m => [m.name, Math.round(m.startTime)]),
                 response_end: Math.round(n.responseEnd)}; }"""))
     assert _chart_trace_points(page, "collapsed lane") > 0
-    page.click("#tl-expand-all")
+    # Generous limits: this asserts that a 50k-span trace opens and expands, not how fast (bench/
+    # analysis.py measures that); on a loaded 2-core machine the page's main thread is slow to click.
+    page.click("#tl-expand-all", timeout=90000)
     page.wait_for_function(
         "() => document.getElementById('tl-chart').data.find(t => t.name === 'span').x.length > 100000",
-        timeout=30000)
+        timeout=90000)
     print(f"50k spans: all lanes expanded after {time.perf_counter() - started:.1f} s")
     page.screenshot(path="/tmp/timeline-50k.png")
