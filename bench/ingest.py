@@ -304,7 +304,7 @@ class Server:
     def __init__(self, database_url: str, workers: int, threads: int, worker_class: str):
         self.database_url, self.workers, self.threads, self.worker_class = database_url, workers, threads, worker_class
         self.data_dir = tempfile.mkdtemp(prefix="causeway-bench-")
-        self.env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "false", "SECRET_KEY": "bench",
+        self.env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "false", "HTTPS": "false", "SECRET_KEY": "bench",
                     "CAUSEWAY_DATA_DIR": self.data_dir, "LOG_LEVEL": "WARNING"}
         self.url = ""
         self.process = None

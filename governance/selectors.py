@@ -11,6 +11,11 @@ def projects_for_user(*, user):
     return Project.objects.filter(memberships__user=user).distinct()
 
 
+def memberships_of_user(*, user):
+    """The user's projects, as their memberships (project and role), by project name."""
+    return Membership.objects.filter(user=user).select_related("project").order_by("project__name", "project_id")
+
+
 def project_for_user(*, user, slug: str | None) -> Project:
     """The project named by slug among the user's; without a slug, their only project."""
     projects = projects_for_user(user=user)

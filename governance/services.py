@@ -98,6 +98,18 @@ def ingest_key_authenticate(raw: str) -> IngestKey:
     return key
 
 
+def api_token_create(*, user, expires_in: timedelta | None = None, actor=None, address=None) -> str:
+    """A new API token for user; the token is returned once and only its digest is kept (knox)."""
+    from knox.models import AuthToken
+
+    with transaction.atomic():
+        token, raw = AuthToken.objects.create(user=user, expiry=expires_in)
+        audit_record(project=None, actor=actor, action="api_token.create", obj_type="api_token", obj_id=token.token_key,
+                     detail={"user": user.username, "expiry": token.expiry.isoformat() if token.expiry else None},
+                     address=address)
+    return raw
+
+
 def member_set_role(*, project: Project, user, role: str, actor, address=None) -> Membership:
     role_require(user=actor, project=project, role=Role.ADMIN)
     if role not in Role.values:

@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from governance import views as gviews
 from governance.api import views as gapi
@@ -29,8 +30,9 @@ urlpatterns = [
     path("v1/traces", otlp_traces),
     path("v1/traces/", otlp_traces),  # some exporters are configured with a trailing slash
     path("api/v1/", include(api)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/schema/", gapi.SchemaApi.as_view(), name="schema"),
+    # A person opens the docs in a browser: without a session they are sent to log in.
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="swagger-ui"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -50,3 +52,9 @@ urlpatterns = [
          name="finding-acknowledge"),
     path("", include("policies.urls")),
 ]
+
+# Errors no view answered: JSON under /api/, a plain page elsewhere, 503 in a database outage.
+handler400 = "governance.errors.bad_request"
+handler403 = "governance.errors.permission_denied"
+handler404 = "governance.errors.page_not_found"
+handler500 = "governance.errors.server_error"

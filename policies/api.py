@@ -22,6 +22,7 @@ from policies.selectors import (
     policy_for_user,
     version_diff,
     version_get,
+    versions_of,
     violation_counts,
     violations_search,
 )
@@ -100,10 +101,15 @@ def _project(request):
     return project_for_user(user=request.user, slug=query.validated_data.get("project"))
 
 
-class PolicyListApi(PolicyApiView):
-    @extend_schema(parameters=[ProjectQuery], responses=PolicyOutput(many=True))
-    def get(self, request):
-        return Response(PolicyOutput(policies_for_project(project=_project(request)), many=True).data)
+class PolicyListApi(PolicyApiView, ListAPIView):
+    serializer_class = PolicyOutput
+
+    @extend_schema(parameters=[ProjectQuery])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return policies_for_project(project=_project(self.request))
 
     @extend_schema(parameters=[ProjectQuery], request=SourceInput,
                    responses={201: PolicyDetailOutput, **INVALID, **ERROR_RESPONSES,
@@ -146,14 +152,15 @@ class PolicyModeApi(PolicyApiView):
         return Response(PolicyOutput(self.policy(policy_id)).data)
 
 
-class VersionListApi(PolicyApiView):
+class VersionListApi(PolicyApiView, ListAPIView):
+    serializer_class = VersionSummaryOutput
+
     @extend_schema(responses={200: VersionSummaryOutput(many=True), **ERROR_RESPONSES})
-    def get(self, request, policy_id: int):
-        policy = self.policy(policy_id)
-        versions = list(policy.versions.select_related("author").order_by("-number"))
-        for v in versions:
-            v.policy = policy
-        return Response(VersionSummaryOutput(versions, many=True).data)
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return versions_of(policy=self.policy(self.kwargs["policy_id"])).select_related("policy")
 
     @extend_schema(request=SourceInput, responses={201: VersionOutput, **INVALID, **ERROR_RESPONSES},
                    description="Save the next version (immutable, not active). A bad policy is never saved. Approver.")
@@ -244,17 +251,22 @@ class ViolationListApi(ListAPIView):
         return context
 
 
-class ViolationCountsApi(APIView):
-    @extend_schema(parameters=[CountsQuery], responses=CountOutput(many=True),
+class ViolationCountsApi(ListAPIView):
+    serializer_class = CountOutput
+
+    @extend_schema(parameters=[CountsQuery],
                    description="Violations per bucket of span start time and per rule, agent, service or policy.")
-    def get(self, request):
-        query = CountsQuery(data=request.query_params)
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        query = CountsQuery(data=self.request.query_params)
         query.is_valid(raise_exception=True)
         q = query.validated_data
-        project = project_for_user(user=request.user, slug=q.get("project"))
+        project = project_for_user(user=self.request.user, slug=q.get("project"))
         rows = violation_counts(project=project, since=q["since"], until=q["until"], bucket_seconds=q["bucket_seconds"],
                                 group_by=q["group_by"], policy_id=q.get("policy"))
-        return Response([{"bucket_start": b, "group": g, "count": n} for b, g, n in rows])
+        return [{"bucket_start": b, "group": g, "count": n} for b, g, n in rows]
 
 
 # Included under /api/v1/ by governance/urls.py.

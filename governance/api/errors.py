@@ -6,6 +6,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from governance.errors import error_body
 from governance.services import PermissionDenied
 
 
@@ -39,4 +40,4 @@ def exception_handler(exc, context):
 
 
 def error_response(message: str, http_status=status.HTTP_400_BAD_REQUEST, code="invalid") -> Response:
-    return Response({"error": {"code": code, "message": message}}, status=http_status)
+    return Response(error_body(code, message), status=http_status)

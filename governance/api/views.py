@@ -1,13 +1,15 @@
 from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.models import AuditRecord, IngestKey, Membership, Role
-from governance.selectors import audit_for_project, members_for_project, project_for_user, projects_for_user
+from governance.selectors import audit_for_project, members_for_project, memberships_of_user, project_for_user
 from governance.services import (
     client_address,
     ingest_key_create,
@@ -19,21 +21,19 @@ from governance.services import (
 
 
 class ProjectOutput(serializers.Serializer):
-    slug = serializers.CharField()
-    name = serializers.CharField()
-    role = serializers.CharField()
-    retention_days = serializers.IntegerField()
+    """A project as one of its members sees it, with their role."""
+
+    slug = serializers.CharField(source="project.slug")
+    name = serializers.CharField(source="project.name")
+    role = serializers.ChoiceField(choices=Role.values)
+    retention_days = serializers.IntegerField(source="project.retention_days")
 
 
-class ProjectListApi(APIView):
-    @extend_schema(responses=ProjectOutput(many=True))
-    def get(self, request):
-        roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
-        data = [
-            {"slug": p.slug, "name": p.name, "role": roles[p.pk], "retention_days": p.retention_days}
-            for p in projects_for_user(user=request.user)
-        ]
-        return Response(data)
+class ProjectListApi(ListAPIView):
+    serializer_class = ProjectOutput
+
+    def get_queryset(self):
+        return memberships_of_user(user=self.request.user)
 
 
 class IngestKeyOutput(serializers.ModelSerializer):
@@ -55,11 +55,11 @@ class IngestKeyCreatedOutput(IngestKeyOutput):
         fields = IngestKeyOutput.Meta.fields + ["key"]
 
 
-class IngestKeyListApi(APIView):
-    @extend_schema(responses=IngestKeyOutput(many=True))
-    def get(self, request, slug):
-        project = project_for_user(user=request.user, slug=slug)
-        return Response(IngestKeyOutput(project.ingest_keys.all(), many=True).data)
+class IngestKeyListApi(ListAPIView):
+    serializer_class = IngestKeyOutput
+
+    def get_queryset(self):
+        return project_for_user(user=self.request.user, slug=self.kwargs["slug"]).ingest_keys.all()
 
     @extend_schema(request=IngestKeyCreateInput, responses={201: IngestKeyCreatedOutput})
     def post(self, request, slug):
@@ -93,11 +93,11 @@ class MemberInput(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.values)
 
 
-class MemberListApi(APIView):
-    @extend_schema(responses=MemberOutput(many=True))
-    def get(self, request, slug):
-        project = project_for_user(user=request.user, slug=slug)
-        return Response(MemberOutput(members_for_project(project=project), many=True).data)
+class MemberListApi(ListAPIView):
+    serializer_class = MemberOutput
+
+    def get_queryset(self):
+        return members_for_project(project=project_for_user(user=self.request.user, slug=self.kwargs["slug"]))
 
     @extend_schema(request=MemberInput, responses=MemberOutput)
     def put(self, request, slug):
@@ -135,3 +135,12 @@ class AuditListApi(ListAPIView):
         project = project_for_user(user=self.request.user, slug=self.kwargs["slug"])
         role_require(user=self.request.user, project=project, role=Role.ADMIN)
         return audit_for_project(project=project)
+
+
+class SchemaApi(SpectacularAPIView):
+    """The OpenAPI schema, YAML or JSON; its errors are JSON in the API's shape, as every /api/ error is."""
+
+    def handle_exception(self, exc):
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
