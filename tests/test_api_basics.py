@@ -123,3 +123,24 @@ def test_the_schema_and_its_ui_need_a_login_or_a_token(client, alice):
     docs = client.get("/api/docs/")
     assert docs.status_code == 302 and docs["Location"].startswith("/login/?next=/api/docs/")
     assert token_client(create_api_token("alice")).get("/api/schema/").status_code == 200
+
+
+def test_plain_text_tokens_of_an_earlier_version_are_kept_as_digests_and_still_work(alice):
+    from importlib import import_module
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.db import connection
+    from django.utils import timezone
+
+    old = "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"  # as DRF's authtoken made them: 40 hex digits
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, user_id bigint NOT NULL, "
+                       "created timestamp with time zone NOT NULL)")
+        cursor.execute("INSERT INTO authtoken_token VALUES (%s, %s, %s)", [old, alice.pk, timezone.now()])
+    migration = import_module("governance.migrations.0002_api_tokens_hashed")
+    migration.tokens_to_digests(apps, SimpleNamespace(connection=connection))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM authtoken_token")
+        assert cursor.fetchone()[0] == 0
+    assert token_client(old).get("/api/v1/projects/").status_code == 200

@@ -16,9 +16,9 @@ def tokens_to_digests(apps, schema_editor):
         cursor.execute("SELECT key, user_id, created FROM authtoken_token")
         rows = cursor.fetchall()
         for key, user_id, created in rows:
-            token = AuthToken.objects.create(digest=hash_token(key), token_key=key[:CONSTANTS.TOKEN_KEY_LENGTH],
-                                             user_id=user_id, expiry=None)
-            AuthToken.objects.filter(pk=token.pk).update(created=created)
+            digest = hash_token(key)
+            AuthToken(digest=digest, token_key=key[:CONSTANTS.TOKEN_KEY_LENGTH], user_id=user_id, expiry=None).save()
+            AuthToken._default_manager.filter(digest=digest).update(created=created)
         cursor.execute("DELETE FROM authtoken_token")
 
 
