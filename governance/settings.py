@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from governance.converters import MAX_ID, MAX_VERSION
 from governance.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -163,8 +164,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # JSON only, answers and errors alike (no browsable HTML API: /api/docs/ is the UI).
+    # JSON in, JSON out, errors too (no browsable HTML API: /api/docs/ is the UI).
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # No OPTIONS answers describing views (DRF's metadata): 405, as for any undocumented method.
+    "DEFAULT_METADATA_CLASS": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "governance.api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "governance.api.pagination.ApiPagination",
@@ -184,6 +188,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+        "version": {"type": "integer", "minimum": 0, "maximum": MAX_VERSION},
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "governance.api.schema.add_error_responses",
+    ],
 }
 
 # Celery: the filesystem transport needs no server (embedded default).

@@ -150,3 +150,70 @@ def test_a_limit_or_offset_out_of_range_is_a_400_naming_it(alice, acme_trace, qu
 def test_the_largest_limit_is_honoured(alice, acme_trace):
     body = api_as(alice).get("/api/v1/traces/?limit=500").json()
     assert body["count"] == 1 and len(body["results"]) == 1
+
+
+@pytest.mark.parametrize("query, field", [
+    ("since=", "since"),
+    ("min_duration_ms=", "min_duration_ms"),
+    ("project=", "project"),
+    ("limit=", "limit"),
+])
+def test_a_blank_value_where_the_schema_wants_a_date_number_or_slug_is_a_400(alice, acme_trace, query, field):
+    error = assert_json_error(api_as(alice).get(f"/api/v1/traces/?{query}"), 400, "invalid")
+    assert field in error["fields"]
+
+
+def test_a_blank_filter_from_the_traces_page_still_means_no_filter(client, alice, acme_trace):
+    client.force_login(alice)
+    page = client.get("/p/acme/traces/?since=&until=&min_duration_ms=&status=&last=")
+    assert page.status_code == 200 and TRACE in page.content.decode()
+
+
+@pytest.mark.parametrize("address, body, field", [
+    ("/api/v1/projects/acme/ingest-keys/", {"name": 0}, "name"),
+    ("/api/v1/projects/acme/members/", {"username": "bob", "role": 3}, "role"),
+    ("/api/v1/policies/validate/", {"source": ["policy: x"]}, "source"),
+])
+def test_a_body_field_of_the_wrong_json_type_is_a_400_naming_it(alice, bob, address, body, field):
+    client = api_as(alice)
+    response = client.put(address, body, format="json") if "members" in address else client.post(address, body,
+                                                                                               format="json")
+    error = assert_json_error(response, 400, "invalid")
+    assert error["fields"][field] == ["must be a string"]
+
+
+def test_a_misspelt_body_field_is_a_400_not_silently_ignored(alice, acme):
+    from policies.services import policy_create, policy_version_activate
+    from tests.test_policies_api import LEDGER_V1
+
+    policy = policy_create(project=acme, source=LEDGER_V1, actor=alice)
+    policy_version_activate(policy=policy, version=policy.versions.get(number=1), actor=alice)
+    response = api_as(alice).post(f"/api/v1/policies/{policy.pk}/versions/1/activate/", {"if_activ": 0},
+                                  format="json")
+    assert assert_json_error(response, 400, "invalid")["fields"] == {"if_activ": ["unknown field"]}
+
+
+def test_options_is_not_a_method_of_the_api(alice):
+    assert_json_error(api_as(alice).options("/api/v1/projects/acme/members/"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("address, status", [
+    ("/api/v1/policies/9999999999999999999999/", 404),  # no row id has that many digits
+    ("/api/v1/findings/99999999999999999999/acknowledge/", 404),
+    ("/api/v1/violations/?policy=904082861700091478352618061824", 400),  # found by schemathesis: was a 500
+    ("/api/v1/violations/counts/?policy=99999999999999999999", 400),
+])
+def test_a_number_too_big_for_the_database_is_a_4xx(alice, address, status):
+    client = api_as(alice)
+    response = client.post(address) if address.endswith("acknowledge/") else client.get(address)
+    assert_json_error(response, status, "not_found" if status == 404 else "invalid")
+
+
+def test_a_version_number_too_big_for_the_database_is_no_such_page(client, alice, acme):
+    from policies.services import policy_create
+    from tests.test_policies_api import LEDGER_V1
+
+    policy = policy_create(project=acme, source=LEDGER_V1, actor=alice)
+    client.force_login(alice)
+    assert client.get(f"/p/acme/policies/{policy.pk}/versions/3000000000/").status_code == 404
+    assert_json_error(api_as(alice).get(f"/api/v1/policies/{policy.pk}/versions/3000000000/"), 404, "not_found")

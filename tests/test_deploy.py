@@ -24,8 +24,9 @@ PRODUCTION_ENV = {
 
 
 def manage(*args: str, env: dict) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DATABASE_URL", "HTTPS")}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env},
+    # Only what a production host would have besides env: not this test run's settings.
+    host = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME") if k in os.environ}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**host, **env},
                           capture_output=True, text=True, timeout=120, check=False)
 
 

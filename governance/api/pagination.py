@@ -34,7 +34,7 @@ class ApiPagination(LimitOffsetPagination):
 
 def _whole_number(request, name: str, low: int, high: int, default: int) -> int:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)

@@ -8,6 +8,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from governance.api.inputs import JsonBody
 from governance.models import AuditRecord, IngestKey, Membership, Role
 from governance.selectors import audit_for_project, members_for_project, memberships_of_user, project_for_user
 from governance.services import (
@@ -44,8 +45,10 @@ class IngestKeyOutput(serializers.ModelSerializer):
         fields = ["id", "name", "hint", "created_at", "revoked", "revoked_at", "last_used_at"]
 
 
-class IngestKeyCreateInput(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+class IngestKeyCreateInput(JsonBody):
+    # Taken as sent: DRF checks the length after trimming, so 101 characters would pass the 100 the schema says.
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="", trim_whitespace=False,
+                                 help_text='to tell keys apart (default "ingest key")')
 
 
 class IngestKeyCreatedOutput(IngestKeyOutput):
@@ -88,8 +91,8 @@ class MemberOutput(serializers.Serializer):
     role = serializers.CharField()
 
 
-class MemberInput(serializers.Serializer):
-    username = serializers.CharField()
+class MemberInput(JsonBody):
+    username = serializers.CharField(max_length=150, trim_whitespace=False)
     role = serializers.ChoiceField(choices=Role.values)
 
 
