@@ -66,7 +66,10 @@
   }
 
   /* Span text as Plotly must be given it to draw it as typed: plotly_text() in traces/timeline.py. */
-  function esc(text) { return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;"); }
+  function esc(text) {
+    text = String(text);
+    return /[&<>]/.test(text) ? text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;") : text;
+  }
 
   function tick(lane, collapsed) {
     var text = esc(lane.label);
