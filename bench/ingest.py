@@ -308,7 +308,7 @@ class Server:
     def __enter__(self):
         self._database = own_postgres_database("causeway_bench_ingest")
         self.database_url = self._database.__enter__()
-        self.env = {**os.environ, "DATABASE_URL": self.database_url, "DEBUG": "false", "SECRET_KEY": "bench",
+        self.env = {**os.environ, "DATABASE_URL": self.database_url, "DEBUG": "false", "HTTPS": "false", "SECRET_KEY": "bench",
                     "CAUSEWAY_DATA_DIR": self.data_dir, "LOG_LEVEL": "WARNING"}
         self.manage("migrate", "-v0")
         self.key = self.manage("create_ingest_key", "bench").strip()

@@ -2,7 +2,7 @@
 
 from django.http import Http404
 
-from governance.models import AuditRecord, Membership, Project
+from governance.models import AuditRecord, Membership, Project, Role
 
 
 def projects_for_user(*, user):
@@ -13,6 +13,15 @@ def projects_for_user(*, user):
     if user.is_superuser:
         return Project.objects.all()
     return Project.objects.filter(memberships__user=user).distinct()
+
+
+def memberships_of_user(*, user):
+    """The user's projects, as their memberships (project and role), by project name. A superuser
+    has an (unsaved) admin membership of every project."""
+    if user.is_superuser:
+        return [Membership(user=user, project=project, role=Role.ADMIN)
+                for project in Project.objects.order_by("name", "id")]
+    return Membership.objects.filter(user=user).select_related("project").order_by("project__name", "project_id")
 
 
 def project_for_user(*, user, slug: str | None) -> Project:

@@ -66,6 +66,10 @@ def project_get_or_create(*, slug_or_name: str) -> tuple[Project, bool]:
     return Project.objects.get_or_create(slug=slug, defaults={"name": slug_or_name})
 
 
+class ProjectExists(ValueError):
+    pass
+
+
 def project_create(*, slug: str, name: str = "", actor, address=None) -> Project:
     """A new project whose creator is its first admin. Any admin of a project, or a superuser,
     may create one; the slug must be new."""
@@ -74,7 +78,7 @@ def project_create(*, slug: str, name: str = "", actor, address=None) -> Project
     slug = project_slug(slug)
     with transaction.atomic():
         if Project.objects.filter(slug=slug).exists():
-            raise ValueError(f"a project {slug!r} exists already")
+            raise ProjectExists(f"a project {slug!r} exists already")
         project = Project.objects.create(slug=slug, name=(name or slug)[:100])
         Membership.objects.create(user=actor, project=project, role=Role.ADMIN)
         audit_record(project=project, actor=actor, action="project.create", obj_type="project", obj_id=project.pk,
@@ -121,6 +125,18 @@ def ingest_key_authenticate(raw: str) -> IngestKey:
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
         IngestKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return key
+
+
+def api_token_create(*, user, expires_in: timedelta | None = None, actor=None, address=None) -> str:
+    """A new API token for user; the token is returned once and only its digest is kept (knox)."""
+    from knox.models import AuthToken
+
+    with transaction.atomic():
+        token, raw = AuthToken.objects.create(user=user, expiry=expires_in)
+        audit_record(project=None, actor=actor, action="api_token.create", obj_type="api_token", obj_id=token.token_key,
+                     detail={"user": user.username, "expiry": token.expiry.isoformat() if token.expiry else None},
+                     address=address)
+    return raw
 
 
 class LastAdmin(Exception):

@@ -1,18 +1,24 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.contrib.auth.decorators import login_required
+from django.urls import include, path, register_converter
+from drf_spectacular.views import SpectacularSwaggerView
 
 from governance import views as gviews
 from governance.api import views as gapi
+from governance.converters import IdConverter, VersionConverter
 from traces import api as tapi
 from traces import views as tviews
 from traces.views_otlp import otlp_traces
 
+# Before any urlconf that uses them is loaded (policies/api.py, policies/urls.py).
+register_converter(IdConverter, "id")
+register_converter(VersionConverter, "version")
+
 api = [
     path("projects/", gapi.ProjectListApi.as_view()),
     path("projects/<slug:slug>/ingest-keys/", gapi.IngestKeyListApi.as_view()),
-    path("projects/<slug:slug>/ingest-keys/<int:key_id>/revoke/", gapi.IngestKeyRevokeApi.as_view()),
+    path("projects/<slug:slug>/ingest-keys/<id:key_id>/revoke/", gapi.IngestKeyRevokeApi.as_view()),
     path("projects/<slug:slug>/members/", gapi.MemberListApi.as_view()),
     path("projects/<slug:slug>/members/<str:username>/", gapi.MemberDetailApi.as_view()),
     path("projects/<slug:slug>/audit/", gapi.AuditListApi.as_view()),
@@ -20,7 +26,7 @@ api = [
     path("traces/<str:trace_id>/", tapi.TraceDetailApi.as_view()),
     path("traces/<str:trace_id>/timeline/", tapi.TraceTimelineApi.as_view()),
     path("findings/", tapi.FindingListApi.as_view()),
-    path("findings/<int:finding_id>/acknowledge/", tapi.FindingAcknowledgeApi.as_view()),
+    path("findings/<id:finding_id>/acknowledge/", tapi.FindingAcknowledgeApi.as_view()),
     path("state/history/", tapi.KeyHistoryApi.as_view()),
     path("", include("policies.api")),
 ]
@@ -29,8 +35,9 @@ urlpatterns = [
     path("v1/traces", otlp_traces),
     path("v1/traces/", otlp_traces),  # some exporters are configured with a trailing slash
     path("api/v1/", include(api)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/schema/", gapi.SchemaApi.as_view(), name="schema"),
+    # A person opens the docs in a browser: without a session they are sent to log in.
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="swagger-ui"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -40,14 +47,20 @@ urlpatterns = [
     path("p/<slug:slug>/traces/<str:trace_id>/", tviews.trace_detail, name="trace-detail"),
     path("p/<slug:slug>/keys/", gviews.ingest_keys, name="ingest-keys"),
     path("p/<slug:slug>/keys/new/", gviews.ingest_key_new, name="ingest-key-new"),
-    path("p/<slug:slug>/keys/<int:key_id>/revoke/", gviews.ingest_key_revoke_view, name="ingest-key-revoke"),
+    path("p/<slug:slug>/keys/<id:key_id>/revoke/", gviews.ingest_key_revoke_view, name="ingest-key-revoke"),
     path("p/<slug:slug>/members/", gviews.members, name="members"),
     path("p/<slug:slug>/audit/", gviews.audit_log, name="audit"),
     path("assets/plotly.min.js", tviews.plotly_js, name="plotly-js"),
     path("p/<slug:slug>/traces/<str:trace_id>/graph/", tviews.trace_graph, name="trace-graph"),
     path("p/<slug:slug>/state/<path:key>/", tviews.key_history, name="key-history"),
     path("p/<slug:slug>/findings/", tviews.finding_list, name="finding-list"),
-    path("p/<slug:slug>/findings/<int:finding_id>/acknowledge/", tviews.finding_acknowledge_view,
+    path("p/<slug:slug>/findings/<id:finding_id>/acknowledge/", tviews.finding_acknowledge_view,
          name="finding-acknowledge"),
     path("", include("policies.urls")),
 ]
+
+# Errors no view answered: JSON under /api/, a plain page elsewhere, 503 in a database outage.
+handler400 = "governance.errors.bad_request"
+handler403 = "governance.errors.permission_denied"
+handler404 = "governance.errors.page_not_found"
+handler500 = "governance.errors.server_error"

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
@@ -29,6 +30,14 @@ def page_project(request, slug):
                       "add you, or pick one of your projects above.")
     request.membership = membership_get(user=request.user, project=project)
     return project
+
+
+def login_locked_out(request, original_response=None, credentials=None):
+    """What django-axes answers once an account or address is locked out: say so, and for how long."""
+    return render(request, "registration/locked_out.html", {
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "minutes": round(settings.AXES_COOLOFF_TIME.total_seconds() / 60),
+    }, status=429)
 
 
 @login_required

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from django.http import Http404
 from django.urls import path
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from governance.api.inputs import ProjectQuery, query, query_project
 from governance.selectors import project_for_user
 from governance.services import client_address
 from policies.core import PolicyError, parse_policy, policy_document
@@ -22,22 +23,24 @@ from policies.selectors import (
     policy_for_user,
     version_diff,
     version_get,
+    versions_of,
     violation_counts,
     violations_search,
 )
 from policies.serializers import (
+    EXAMPLE_POLICY,
     ActivateInput,
     CountOutput,
     CountsQuery,
     DiffOutput,
     DiffQuery,
+    DocumentOutput,
     DryRunInput,
     DryRunOutput,
     InvalidPolicyError,
     ModeInput,
     PolicyDetailOutput,
     PolicyOutput,
-    ProjectQuery,
     SourceInput,
     VersionOutput,
     VersionSummaryOutput,
@@ -59,6 +62,7 @@ from policies.services import (
 ERROR_RESPONSES = {403: OpenApiResponse(description="your role does not allow this"),
                    404: OpenApiResponse(description="no such policy among your projects")}
 INVALID = {400: OpenApiResponse(InvalidPolicyError, description="invalid_policy: located problems; nothing saved")}
+SOURCE_EXAMPLES = [OpenApiExample("a policy", value={"source": EXAMPLE_POLICY, "comment": "first"}, request_only=True)]
 CONFLICT = {409: OpenApiResponse(description="conflict: the active version changed meanwhile, or nothing to roll back to")}
 
 
@@ -94,24 +98,23 @@ class PolicyApiView(APIView):
         return version
 
 
-def _project(request):
-    query = ProjectQuery(data=request.query_params)
-    query.is_valid(raise_exception=True)
-    return project_for_user(user=request.user, slug=query.validated_data.get("project"))
+class PolicyListApi(PolicyApiView, ListAPIView):
+    serializer_class = PolicyOutput
 
+    @extend_schema(parameters=[ProjectQuery])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
-class PolicyListApi(PolicyApiView):
-    @extend_schema(parameters=[ProjectQuery], responses=PolicyOutput(many=True))
-    def get(self, request):
-        return Response(PolicyOutput(policies_for_project(project=_project(request)), many=True).data)
+    def get_queryset(self):
+        return policies_for_project(project=query_project(self.request))
 
-    @extend_schema(parameters=[ProjectQuery], request=SourceInput,
+    @extend_schema(parameters=[ProjectQuery], request=SourceInput, examples=SOURCE_EXAMPLES,
                    responses={201: PolicyDetailOutput, **INVALID, **ERROR_RESPONSES,
                               409: OpenApiResponse(description="a policy of that name exists")},
                    description="Create a policy from its text (the name is the document's `policy` field). "
                                "Saved as version 1, not active. Needs the approver role.")
     def post(self, request):
-        project = _project(request)
+        project = query_project(request)
         data = SourceInput(data=request.data)
         data.is_valid(raise_exception=True)
         policy = policy_create(project=project, actor=request.user, address=client_address(request), **data.validated_data)
@@ -119,8 +122,7 @@ class PolicyListApi(PolicyApiView):
 
 
 class PolicyValidateApi(PolicyApiView):
-    @extend_schema(request=SourceInput, responses={200: OpenApiResponse(description="{\"document\": the canonical policy}"),
-                                                  **INVALID},
+    @extend_schema(request=SourceInput, responses={200: DocumentOutput, **INVALID}, examples=SOURCE_EXAMPLES,
                    description="Check a policy text against the format (policies/policy.schema.json) and the rule "
                                "checks, saving nothing: the editor calls it as you type.")
     def post(self, request):
@@ -146,16 +148,18 @@ class PolicyModeApi(PolicyApiView):
         return Response(PolicyOutput(self.policy(policy_id)).data)
 
 
-class VersionListApi(PolicyApiView):
+class VersionListApi(PolicyApiView, ListAPIView):
+    serializer_class = VersionSummaryOutput
+
     @extend_schema(responses={200: VersionSummaryOutput(many=True), **ERROR_RESPONSES})
-    def get(self, request, policy_id: int):
-        policy = self.policy(policy_id)
-        versions = list(policy.versions.select_related("author").order_by("-number"))
-        for v in versions:
-            v.policy = policy
-        return Response(VersionSummaryOutput(versions, many=True).data)
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return versions_of(policy=self.policy(self.kwargs["policy_id"])).select_related("policy")
 
     @extend_schema(request=SourceInput, responses={201: VersionOutput, **INVALID, **ERROR_RESPONSES},
+                   examples=SOURCE_EXAMPLES,
                    description="Save the next version (immutable, not active). A bad policy is never saved. Approver.")
     def post(self, request, policy_id: int):
         policy = self.policy(policy_id)
@@ -177,10 +181,10 @@ class VersionDiffApi(PolicyApiView):
     @extend_schema(parameters=[DiffQuery], responses={200: DiffOutput, **ERROR_RESPONSES})
     def get(self, request, policy_id: int, number: int):
         policy = self.policy(policy_id)
-        query = DiffQuery(data=request.query_params)
-        query.is_valid(raise_exception=True)
+        diff_query = DiffQuery(data=query(request))
+        diff_query.is_valid(raise_exception=True)
         new = self.version(policy, number)
-        against = query.validated_data.get("against", number - 1)
+        against = diff_query.validated_data.get("against", number - 1)
         if against < 1:
             raise Http404("version 1 has no version before it: pass ?against=")
         old = self.version(policy, against)
@@ -233,7 +237,7 @@ class ViolationListApi(ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        filters = ViolationFilter(data=self.request.query_params)
+        filters = ViolationFilter(data=query(self.request))
         filters.is_valid(raise_exception=True)
         self.project = project_for_user(user=self.request.user, slug=filters.validated_data.get("project"))
         return violations_search(project=self.project, **filters.search_kwargs())
@@ -244,31 +248,36 @@ class ViolationListApi(ListAPIView):
         return context
 
 
-class ViolationCountsApi(APIView):
-    @extend_schema(parameters=[CountsQuery], responses=CountOutput(many=True),
+class ViolationCountsApi(ListAPIView):
+    serializer_class = CountOutput
+
+    @extend_schema(parameters=[CountsQuery],
                    description="Violations per bucket of span start time and per rule, agent, service or policy.")
-    def get(self, request):
-        query = CountsQuery(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        q = query.validated_data
-        project = project_for_user(user=request.user, slug=q.get("project"))
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        counts_query = CountsQuery(data=query(self.request))
+        counts_query.is_valid(raise_exception=True)
+        q = counts_query.validated_data
+        project = project_for_user(user=self.request.user, slug=q.get("project"))
         rows = violation_counts(project=project, since=q["since"], until=q["until"], bucket_seconds=q["bucket_seconds"],
                                 group_by=q["group_by"], policy_id=q.get("policy"))
-        return Response([{"bucket_start": b, "group": g, "count": n} for b, g, n in rows])
+        return [{"bucket_start": b, "group": g, "count": n} for b, g, n in rows]
 
 
 # Included under /api/v1/ by governance/urls.py.
 urlpatterns = [
     path("policies/", PolicyListApi.as_view()),
     path("policies/validate/", PolicyValidateApi.as_view()),
-    path("policies/<int:policy_id>/", PolicyDetailApi.as_view()),
-    path("policies/<int:policy_id>/mode/", PolicyModeApi.as_view()),
-    path("policies/<int:policy_id>/versions/", VersionListApi.as_view()),
-    path("policies/<int:policy_id>/versions/<int:number>/", VersionDetailApi.as_view()),
-    path("policies/<int:policy_id>/versions/<int:number>/diff/", VersionDiffApi.as_view()),
-    path("policies/<int:policy_id>/versions/<int:number>/activate/", VersionActivateApi.as_view()),
-    path("policies/<int:policy_id>/rollback/", PolicyRollbackApi.as_view()),
-    path("policies/<int:policy_id>/dry-run/", DryRunApi.as_view()),
+    path("policies/<id:policy_id>/", PolicyDetailApi.as_view()),
+    path("policies/<id:policy_id>/mode/", PolicyModeApi.as_view()),
+    path("policies/<id:policy_id>/versions/", VersionListApi.as_view()),
+    path("policies/<id:policy_id>/versions/<version:number>/", VersionDetailApi.as_view()),
+    path("policies/<id:policy_id>/versions/<version:number>/diff/", VersionDiffApi.as_view()),
+    path("policies/<id:policy_id>/versions/<version:number>/activate/", VersionActivateApi.as_view()),
+    path("policies/<id:policy_id>/rollback/", PolicyRollbackApi.as_view()),
+    path("policies/<id:policy_id>/dry-run/", DryRunApi.as_view()),
     path("violations/", ViolationListApi.as_view()),
     path("violations/counts/", ViolationCountsApi.as_view()),
 ]

@@ -3,11 +3,16 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import serializers
 
+from governance.api.inputs import JsonBody
+from governance.converters import MAX_ID, MAX_VERSION
 from policies.models import Policy, PolicyVersion, Violation
 from traces.serializers import SpanTimeField
 
 LAST_CHOICES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 MAX_DRY_RUN_HOURS = 24 * 30
+# A policy text of this many characters still fits the request body limit (2.5 MB) however
+# it is written: a character escaped in JSON takes at most 12 bytes.
+MAX_SOURCE_CHARS = 200_000
 
 
 class ProblemOutput(serializers.Serializer):
@@ -21,7 +26,7 @@ class InvalidPolicyError(serializers.Serializer):
     class Body(serializers.Serializer):
         code = serializers.CharField(default="invalid_policy")
         message = serializers.CharField()
-        problems = ProblemOutput(many=True)
+        problems = ProblemOutput(many=True, required=False, help_text="invalid_policy: where the policy is wrong")
 
     error = Body()
 
@@ -65,28 +70,40 @@ class PolicyDetailOutput(PolicyOutput):
         return VersionSummaryOutput(versions, many=True).data
 
 
-class ProjectQuery(serializers.Serializer):
-    project = serializers.SlugField(required=False, help_text="project slug; optional when you belong to one project")
+EXAMPLE_POLICY = """\
+policy: ledger
+description: Only the ledger agent writes the ledger.
+rules:
+  - id: ledger-owner
+    kind: single_writer
+    key: "ledger/*"
+    writer: ledger-agent
+"""
 
 
-class SourceInput(serializers.Serializer):
-    source = serializers.CharField(trim_whitespace=False, max_length=1_000_000, help_text="the policy, YAML or JSON")
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+class SourceInput(JsonBody):
+    source = serializers.CharField(trim_whitespace=False, max_length=MAX_SOURCE_CHARS, help_text="the policy, YAML or JSON")
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=500, default="", trim_whitespace=False)
 
 
-class ActivateInput(serializers.Serializer):
+class DocumentOutput(serializers.Serializer):
+    document = serializers.DictField(help_text="the policy in its canonical form")
+
+
+class ActivateInput(JsonBody):
     if_active = serializers.IntegerField(
-        required=False, min_value=0,
+        required=False, min_value=0, max_value=MAX_VERSION,
         help_text="the active version number you saw (0 for none): refused with 409 if it changed meanwhile",
     )
 
 
-class ModeInput(serializers.Serializer):
+class ModeInput(JsonBody):
     mode = serializers.ChoiceField(choices=Policy.Mode.choices)
 
 
 class DiffQuery(serializers.Serializer):
-    against = serializers.IntegerField(required=False, min_value=1, help_text="version to compare with; default the one before")
+    against = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION,
+                                       help_text="version to compare with; default the one before")
 
 
 class DiffOutput(serializers.Serializer):
@@ -95,10 +112,11 @@ class DiffOutput(serializers.Serializer):
     diff = serializers.CharField(help_text="unified diff of the source text")
 
 
-class DryRunInput(serializers.Serializer):
-    source = serializers.CharField(required=False, trim_whitespace=False, max_length=1_000_000,
+class DryRunInput(JsonBody):
+    source = serializers.CharField(required=False, trim_whitespace=False, max_length=MAX_SOURCE_CHARS,
                                    help_text="an unsaved draft")
-    version = serializers.IntegerField(required=False, min_value=1, help_text="or a saved version number")
+    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION,
+                                       help_text="or a saved version number")
     hours = serializers.FloatField(default=24, min_value=0.01, max_value=MAX_DRY_RUN_HOURS)
 
     def validate(self, data):
@@ -138,12 +156,13 @@ class ViolationFilter(serializers.Serializer):
     """Filters shared by the violations page and GET /api/v1/violations/."""
 
     project = serializers.SlugField(required=False)
-    policy = serializers.IntegerField(required=False, min_value=1, help_text="policy id")
+    policy = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text="policy id")
     rule = serializers.CharField(required=False, allow_blank=True)
     agent = serializers.CharField(required=False, allow_blank=True)
     service = serializers.CharField(required=False, allow_blank=True)
     trace_id = serializers.CharField(required=False, allow_blank=True)
-    last = serializers.ChoiceField(choices=[""] + list(LAST_CHOICES), required=False, help_text="time range ending now")
+    last = serializers.ChoiceField(choices=list(LAST_CHOICES), required=False, allow_blank=True,
+                                   help_text="time range ending now")
     since = SpanTimeField(required=False)
     until = SpanTimeField(required=False)
 
@@ -184,7 +203,7 @@ class CountsQuery(serializers.Serializer):
     until = SpanTimeField(required=False, help_text="default: now")
     bucket_seconds = serializers.IntegerField(default=3600, min_value=60, max_value=30 * 86400)
     group_by = serializers.ChoiceField(choices=["rule", "agent", "service", "policy"], default="rule")
-    policy = serializers.IntegerField(required=False, min_value=1)
+    policy = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
 
     def validate(self, data):
         data.setdefault("until", timezone.now())

@@ -12,6 +12,8 @@ mkdir -p "$CAUSEWAY_DATA_DIR"
 [ -s "$CAUSEWAY_DATA_DIR/secret_key" ] || .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(50))" > "$CAUSEWAY_DATA_DIR/secret_key"
 export SECRET_KEY=$(cat "$CAUSEWAY_DATA_DIR/secret_key")
 export DEBUG=${DEBUG:-false}
+# Plain HTTP on 127.0.0.1: no HTTPS redirect, secure cookies or HSTS (see README, Production).
+export HTTPS=${HTTPS:-false}
 PY=.venv/bin/python
 $PY manage.py migrate --noinput -v 0
 $PY manage.py collectstatic --noinput -v 0

@@ -192,7 +192,7 @@ def gunicorn_url(transactional_db, tmp_path):
     from tests.gunicorn import gunicorn_serving
 
     env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict), "DEBUG": "false",
-           "SECRET_KEY": "tests", "CAUSEWAY_DATA_DIR": str(tmp_path)}
+           "SECRET_KEY": "tests", "CAUSEWAY_DATA_DIR": str(tmp_path), "HTTPS": "false"}
     with gunicorn_serving(env=env, log_path=tmp_path / "gunicorn.log", options=("--workers", "1", "--timeout", "60")) as (
             url, _):
         yield url

@@ -401,7 +401,7 @@ def test_violation_counts_by_rule_and_agent_per_bucket(acme, recorded, bob):
     assert all(b.timestamp() % 60 == 0 for b, _, _ in by_agent)
     response = api_as(bob).get("/api/v1/violations/counts/?project=acme&group_by=agent&bucket_seconds=3600")
     assert response.status_code == 200
-    assert sorted((r["group"], r["count"]) for r in response.data) == [("checkout", 1), ("intruder", 1)]
+    assert sorted((r["group"], r["count"]) for r in response.data["results"]) == [("checkout", 1), ("intruder", 1)]
 
 
 def test_violations_either_side_of_a_bucket_boundary_count_in_their_own_buckets(acme, recorded, clock):

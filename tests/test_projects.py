@@ -62,7 +62,7 @@ def test_the_superuser_acts_as_admin_of_every_project_in_pages_and_api(client, r
     assert client.get("/p/globex/audit/").status_code == 200
     client.post("/p/globex/keys/new/", {"name": "root's key"})
     assert Project.objects.get(slug="globex").ingest_keys.filter(name="root's key").exists()
-    projects = api_as(root).get("/api/v1/projects/").json()
+    projects = api_as(root).get("/api/v1/projects/").json()["results"]
     assert {(p["slug"], p["role"]) for p in projects} == {("acme", "admin"), ("globex", "admin")}
 
 

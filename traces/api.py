@@ -4,6 +4,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from governance.api.inputs import ProjectQuery, query, query_project
 from governance.selectors import project_for_user
 from governance.services import client_address
 from traces.records import STATUS_NAMES
@@ -13,6 +14,7 @@ from traces.serializers import (
     FindingSerializer,
     KeyHistoryFilterSerializer,
     KeyHistorySerializer,
+    TimelineQuery,
     TimelineSerializer,
     TraceDetailSerializer,
     TraceFilterSerializer,
@@ -31,16 +33,16 @@ class TraceListApi(ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        filters = TraceFilterSerializer(data=self.request.query_params)
+        filters = TraceFilterSerializer(data=query(self.request))
         filters.is_valid(raise_exception=True)
         project = project_for_user(user=self.request.user, slug=filters.validated_data.get("project"))
         return traces_search(project=project, **filters.search_kwargs())
 
 
 class TraceDetailApi(APIView):
-    @extend_schema(responses=TraceDetailSerializer)
+    @extend_schema(parameters=[ProjectQuery], responses=TraceDetailSerializer)
     def get(self, request, trace_id: str):
-        project = project_for_user(user=request.user, slug=request.query_params.get("project"))
+        project = query_project(request)
         trace = trace_get(project=project, trace_id=trace_id)
         if trace is None:
             raise Http404(f"no trace {trace_id} in project {project.slug}")
@@ -58,7 +60,7 @@ class FindingListApi(ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        filters = FindingFilterSerializer(data=self.request.query_params)
+        filters = FindingFilterSerializer(data=query(self.request))
         filters.is_valid(raise_exception=True)
         project = project_for_user(user=self.request.user, slug=filters.validated_data.get("project"))
         return findings_search(project=project, **filters.search_kwargs()).select_related("acknowledged_by")
@@ -81,7 +83,7 @@ class KeyHistoryApi(APIView):
 
     @extend_schema(parameters=[KeyHistoryFilterSerializer], responses=KeyHistorySerializer)
     def get(self, request):
-        filters = KeyHistoryFilterSerializer(data=request.query_params)
+        filters = KeyHistoryFilterSerializer(data=query(request))
         filters.is_valid(raise_exception=True)
         project = project_for_user(user=request.user, slug=filters.validated_data.get("project"))
         key = filters.validated_data["key"]
@@ -118,11 +120,13 @@ class TraceTimelineApi(APIView):
     """The data the trace page draws: lanes, spans (as columns), causal edges, critical path,
     clock skew and findings. ?figure=1 adds the Plotly figure."""
 
-    @extend_schema(responses=TimelineSerializer)
+    @extend_schema(parameters=[TimelineQuery], responses=TimelineSerializer)
     def get(self, request, trace_id: str):
-        project = project_for_user(user=request.user, slug=request.query_params.get("project"))
+        timeline_query = TimelineQuery(data=query(request))
+        timeline_query.is_valid(raise_exception=True)
+        project = project_for_user(user=request.user, slug=timeline_query.validated_data.get("project"))
         trace, data = trace_timeline_data(project=project, trace_id=trace_id,
-                                          with_figure=request.query_params.get("figure") == "1")
+                                          with_figure=timeline_query.validated_data["figure"] == "1")
         if trace is None:
             raise Http404(f"no trace {trace_id} in project {project.slug}")
         return Response(data)

@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 from django.utils import timezone
 from rest_framework import serializers
 
+from governance.api.inputs import ProjectQuery
 from traces.analysis import KINDS
 from traces.models import Finding, Span, Trace
 from traces.records import KIND_NAMES, STATUS_NAMES
@@ -10,7 +11,8 @@ from traces.selectors import LAST_CHOICES
 
 
 class SpanTimeField(serializers.DateTimeField):
-    """A moment spans can have: span times are int64 nanoseconds since 1970, so 1970 to 2262."""
+    """A moment spans can have: span times are int64 nanoseconds since 1970, so 1970 to 2262.
+    (A range the OpenAPI schema cannot express for a date-time: it says so in words.)"""
 
     LOW = datetime(1970, 1, 1, tzinfo=UTC)
     HIGH = datetime(2262, 4, 11, tzinfo=UTC)
@@ -33,17 +35,18 @@ class TraceFilterSerializer(serializers.Serializer):
     service = serializers.CharField(required=False, allow_blank=True)
     agent = serializers.CharField(required=False, allow_blank=True)
     name = serializers.CharField(required=False, allow_blank=True, help_text="any span in the trace has this name")
-    status = serializers.ChoiceField(choices=["", "ok", "error"], required=False)
-    last = serializers.ChoiceField(choices=[""] + list(LAST_CHOICES), required=False, help_text="time range ending now")
+    status = serializers.ChoiceField(choices=["ok", "error"], required=False, allow_blank=True)
+    last = serializers.ChoiceField(choices=list(LAST_CHOICES), required=False, allow_blank=True,
+                                   help_text="time range ending now")
     since = SpanTimeField(required=False)
     until = SpanTimeField(required=False)
     min_duration_ms = serializers.FloatField(required=False, min_value=0, max_value=MAX_DURATION_MS)
     max_duration_ms = serializers.FloatField(required=False, min_value=0, max_value=MAX_DURATION_MS)
-    attr = serializers.CharField(required=False, allow_blank=True, max_length=1024,
+    attr = serializers.CharField(required=False, allow_blank=True, max_length=1024, trim_whitespace=False,
                                  help_text='a span attribute "key=value", e.g. gen_ai.request.model=gpt-4o')
-    finding_kind = serializers.ChoiceField(choices=[""] + list(KINDS), required=False,
+    finding_kind = serializers.ChoiceField(choices=list(KINDS), required=False, allow_blank=True,
                                            help_text="the trace has a finding of this kind")
-    state_key = serializers.CharField(required=False, allow_blank=True, max_length=512,
+    state_key = serializers.CharField(required=False, allow_blank=True, max_length=512, trim_whitespace=False,
                                       help_text="a span of the trace accessed this state key")
 
     def validate_attr(self, value: str) -> str:
@@ -109,12 +112,12 @@ class FindingFilterSerializer(serializers.Serializer):
     """Filters of the findings page and GET /api/v1/findings/."""
 
     project = serializers.SlugField(required=False)
-    kind = serializers.ChoiceField(choices=[""] + list(KINDS), required=False)
-    key = serializers.CharField(required=False, allow_blank=True, max_length=512,
+    kind = serializers.ChoiceField(choices=list(KINDS), required=False, allow_blank=True)
+    key = serializers.CharField(required=False, allow_blank=True, max_length=512, trim_whitespace=False,
                                 help_text="state key, idempotency key or lock name")
     agent = serializers.CharField(required=False, allow_blank=True)
     trace_id = serializers.RegexField(r"^[0-9a-fA-F]{32}$", required=False, allow_blank=True)
-    status = serializers.ChoiceField(choices=[""] + list(Finding.Status.values), required=False,
+    status = serializers.ChoiceField(choices=list(Finding.Status.values), required=False, allow_blank=True,
                                      help_text="default: open and acknowledged")
 
     def search_kwargs(self) -> dict:
@@ -127,7 +130,8 @@ class FindingSerializer(serializers.ModelSerializer):
     """A finding with the fields `check_traces --format json` prints, plus its id and status."""
 
     agents = serializers.ListField(source="agent_list", child=serializers.CharField())
-    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                                   help_text="who acknowledged it; null while open")
 
     class Meta:
         model = Finding
@@ -137,9 +141,11 @@ class FindingSerializer(serializers.ModelSerializer):
 
 class KeyHistoryFilterSerializer(serializers.Serializer):
     project = serializers.SlugField(required=False)
-    key = serializers.CharField(max_length=512, help_text="state key (or idempotency key, or lock name)")
-    last = serializers.ChoiceField(choices=[""] + list(LAST_CHOICES), required=False, default="24h",
-                                   help_text="time range ending now (default 24h); since/until override it")
+    key = serializers.CharField(max_length=512, trim_whitespace=False,
+                                help_text="state key (or idempotency key, or lock name), exactly")
+    last = serializers.ChoiceField(choices=list(LAST_CHOICES), required=False, allow_blank=True, default="24h",
+                                   help_text="time range ending now (default 24h; blank: all time); "
+                                             "since/until override it")
     since = SpanTimeField(required=False)
     until = SpanTimeField(required=False)
 
@@ -181,6 +187,10 @@ class KeyHistorySerializer(serializers.Serializer):
     truncated = serializers.BooleanField(help_text="more accesses than the limit: the newest are listed")
     accesses = KeyAccessSerializer(many=True)
     findings = FindingSerializer(many=True)
+
+
+class TimelineQuery(ProjectQuery):
+    figure = serializers.ChoiceField(choices=["0", "1"], required=False, default="0", help_text="1: add the Plotly figure")
 
 
 class TimelineSerializer(serializers.Serializer):

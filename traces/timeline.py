@@ -28,6 +28,7 @@ are thick WebGL line segments, one trace per category with None separators, so a
 
 from __future__ import annotations
 
+import html
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -51,6 +52,14 @@ CATEGORIES = (("span", "#60a5fa"), ("critical path", "#f59e0b"), ("finding", "#d
 OPEN_FINDING, ACKNOWLEDGED_FINDING = 2, 3
 FINDING_CATEGORIES = (OPEN_FINDING, ACKNOWLEDGED_FINDING)
 SUMMARY_COLOR = "#94a3b8"
+
+
+def plotly_text(value: str) -> str:
+    """Text from a span as Plotly must be given it to draw it as typed. Plotly draws a subset
+    of HTML in every label, tick, legend and hover text (<a href>, <b>, <span style>, <br>)
+    and decodes entities, so a service named <a href=...>svc</a> would become a link.
+    static/causeway/timeline.js escapes the same way (esc) when it redraws."""
+    return html.escape(value, quote=False)
 
 
 def _lane_label(service: str, instance: str, agent: str) -> str:
@@ -275,7 +284,7 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
         hx.append((a + b) / 2)
         hy.append(yy)
         hc.append(i)
-        ht.append(f"{name[i]}<br>{x1[i] - x0[i]:.3f} ms")
+        ht.append(f"{plotly_text(name[i])}<br>{x1[i] - x0[i]:.3f} ms")
     sx, sy = [], []
     for li in sorted(collapsed):
         ln = lanes[li]
@@ -286,7 +295,7 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
             hx.append((a + b) / 2)
             hy.append(base[li])
             hc.append(-1 - li)
-            ht.append(f"{ln['count']} spans of {ln['agent']}<br>click to expand the lane")
+            ht.append(f"{ln['count']} spans of {plotly_text(ln['agent'])}<br>click to expand the lane")
 
     plot_px = min(max(total * 22, 200), 1400)
     row_px = plot_px / (total + 1)
@@ -318,7 +327,7 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
             if S["label"][i] and (li not in collapsed or cat[i]):
                 labels_x.append(x0[i] - shift[li])
                 labels_y.append(yy - 0.32)
-                labels_t.append(S["label"][i])
+                labels_t.append(plotly_text(S["label"][i]))
 
     # The skeleton goes through graph_objects (validated); the long columns are filled in
     # afterwards, since validating 50,000-element lists costs more than everything else.
@@ -375,7 +384,7 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
 
 
 def _tick(lane: dict, collapsed: bool) -> str:
-    text = lane["label"]
+    text = plotly_text(lane["label"])
     if lane["skewed"]:
         text = f"⚠ {text} ({lane['skew_ms']:+.0f} ms)"
     if collapsed:
@@ -455,11 +464,12 @@ def graph_build(spans: Sequence[SpanRecord], *, by: str = "agent") -> dict:
     for svc in services:
         members = [n for n in nodes if service_of[n] == svc]
         fig.add_trace(go.Scatter(
-            x=[pos[n][0] for n in members], y=[pos[n][1] for n in members], mode="markers+text", name=svc,
-            text=members, textposition="bottom center",
+            x=[pos[n][0] for n in members], y=[pos[n][1] for n in members], mode="markers+text",
+            name=plotly_text(svc), text=[plotly_text(n) for n in members], textposition="bottom center",
             marker={"size": [14 + 6 * math.log10(sizes[n] + 1) for n in members], "color": colour[svc],
                     "line": {"width": 1, "color": "#fff"}},
-            hovertext=[f"{n} ({svc})<br>{sizes[n]} spans" for n in members], hoverinfo="text",
+            hovertext=[f"{plotly_text(n)} ({plotly_text(svc)})<br>{sizes[n]} spans" for n in members],
+            hoverinfo="text",
         ))
     fig.update_layout(annotations=annotations)
     return fig.to_plotly_json()

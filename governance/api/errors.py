@@ -6,6 +6,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from governance.errors import error_body
 from governance.services import PermissionDenied
 
 
@@ -39,15 +40,4 @@ def exception_handler(exc, context):
 
 
 def error_response(message: str, http_status=status.HTTP_400_BAD_REQUEST, code="invalid") -> Response:
-    return Response({"error": {"code": code, "message": message}}, status=http_status)
-
-
-class ErrorDetailOutput(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-
-
-class ErrorOutput(serializers.Serializer):
-    """The one error shape, for the schema."""
-
-    error = ErrorDetailOutput()
+    return Response(error_body(code, message), status=http_status)

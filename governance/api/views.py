@@ -1,16 +1,20 @@
 from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.api.errors import ErrorOutput, error_response
+from governance.api.errors import error_response
+from governance.api.inputs import JsonBody
 from governance.models import AuditRecord, IngestKey, Membership, Role
-from governance.selectors import audit_for_project, members_for_project, project_for_user, projects_for_user
+from governance.selectors import audit_for_project, members_for_project, memberships_of_user, project_for_user
 from governance.services import (
     LastAdmin,
+    ProjectExists,
     client_address,
     ingest_key_create,
     ingest_key_revoke,
@@ -21,37 +25,41 @@ from governance.services import (
 )
 
 
+LAST_ADMIN_OR_TAKEN = OpenApiResponse(description="conflict: the project exists already, or the change would leave "
+                                                  "the project without an admin (code last_admin)")
+
+
 class ProjectOutput(serializers.Serializer):
-    slug = serializers.CharField()
-    name = serializers.CharField()
-    role = serializers.CharField()
-    retention_days = serializers.IntegerField()
+    """A project as one of its members sees it, with their role."""
+
+    slug = serializers.CharField(source="project.slug")
+    name = serializers.CharField(source="project.name")
+    role = serializers.ChoiceField(choices=Role.values)
+    retention_days = serializers.IntegerField(source="project.retention_days")
 
 
-class ProjectCreateInput(serializers.Serializer):
+class ProjectCreateInput(JsonBody):
     slug = serializers.SlugField(max_length=100)
     name = serializers.CharField(max_length=100, required=False, allow_blank=True)
 
 
-class ProjectListApi(APIView):
-    @extend_schema(responses=ProjectOutput(many=True))
-    def get(self, request):
-        roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
-        data = [
-            {"slug": p.slug, "name": p.name, "role": Role.ADMIN if request.user.is_superuser else roles[p.pk],
-             "retention_days": p.retention_days}
-            for p in projects_for_user(user=request.user)
-        ]
-        return Response(data)
+class ProjectListApi(ListAPIView):
+    serializer_class = ProjectOutput
 
-    @extend_schema(request=ProjectCreateInput, responses={201: ProjectOutput})
+    def get_queryset(self):
+        return memberships_of_user(user=self.request.user)
+
+    @extend_schema(request=ProjectCreateInput, responses={201: ProjectOutput, 409: LAST_ADMIN_OR_TAKEN})
     def post(self, request):
         data = ProjectCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        project = project_create(slug=data.validated_data["slug"], name=data.validated_data.get("name", ""),
-                                 actor=request.user, address=client_address(request))
-        return Response({"slug": project.slug, "name": project.name, "role": Role.ADMIN,
-                         "retention_days": project.retention_days}, status=status.HTTP_201_CREATED)
+        try:
+            project = project_create(slug=data.validated_data["slug"], name=data.validated_data.get("name", ""),
+                                     actor=request.user, address=client_address(request))
+        except ProjectExists as exc:
+            return error_response(str(exc), status.HTTP_409_CONFLICT, "conflict")
+        membership = Membership(user=request.user, project=project, role=Role.ADMIN)
+        return Response(ProjectOutput(membership).data, status=status.HTTP_201_CREATED)
 
 
 class IngestKeyOutput(serializers.ModelSerializer):
@@ -62,8 +70,10 @@ class IngestKeyOutput(serializers.ModelSerializer):
         fields = ["id", "name", "hint", "created_at", "revoked", "revoked_at", "last_used_at"]
 
 
-class IngestKeyCreateInput(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+class IngestKeyCreateInput(JsonBody):
+    # Taken as sent: DRF checks the length after trimming, so 101 characters would pass the 100 the schema says.
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="", trim_whitespace=False,
+                                 help_text='to tell keys apart (default "ingest key")')
 
 
 class IngestKeyCreatedOutput(IngestKeyOutput):
@@ -73,11 +83,11 @@ class IngestKeyCreatedOutput(IngestKeyOutput):
         fields = IngestKeyOutput.Meta.fields + ["key"]
 
 
-class IngestKeyListApi(APIView):
-    @extend_schema(responses=IngestKeyOutput(many=True))
-    def get(self, request, slug):
-        project = project_for_user(user=request.user, slug=slug)
-        return Response(IngestKeyOutput(project.ingest_keys.all(), many=True).data)
+class IngestKeyListApi(ListAPIView):
+    serializer_class = IngestKeyOutput
+
+    def get_queryset(self):
+        return project_for_user(user=self.request.user, slug=self.kwargs["slug"]).ingest_keys.all()
 
     @extend_schema(request=IngestKeyCreateInput, responses={201: IngestKeyCreatedOutput})
     def post(self, request, slug):
@@ -106,18 +116,18 @@ class MemberOutput(serializers.Serializer):
     role = serializers.CharField()
 
 
-class MemberInput(serializers.Serializer):
-    username = serializers.CharField()
+class MemberInput(JsonBody):
+    username = serializers.CharField(max_length=150, trim_whitespace=False)
     role = serializers.ChoiceField(choices=Role.values)
 
 
-class MemberListApi(APIView):
-    @extend_schema(responses=MemberOutput(many=True))
-    def get(self, request, slug):
-        project = project_for_user(user=request.user, slug=slug)
-        return Response(MemberOutput(members_for_project(project=project), many=True).data)
+class MemberListApi(ListAPIView):
+    serializer_class = MemberOutput
 
-    @extend_schema(request=MemberInput, responses={200: MemberOutput, 409: ErrorOutput})
+    def get_queryset(self):
+        return members_for_project(project=project_for_user(user=self.request.user, slug=self.kwargs["slug"]))
+
+    @extend_schema(request=MemberInput, responses={200: MemberOutput, 409: LAST_ADMIN_OR_TAKEN})
     def put(self, request, slug):
         project = project_for_user(user=request.user, slug=slug)
         role_require(user=request.user, project=project, role=Role.ADMIN)
@@ -135,7 +145,7 @@ class MemberListApi(APIView):
 
 
 class MemberDetailApi(APIView):
-    @extend_schema(request=None, responses={204: None, 409: ErrorOutput})
+    @extend_schema(request=None, responses={204: None, 409: LAST_ADMIN_OR_TAKEN})
     def delete(self, request, slug, username):
         project = project_for_user(user=request.user, slug=slug)
         membership = get_object_or_404(Membership, project=project, user__username=username)
@@ -159,3 +169,12 @@ class AuditListApi(ListAPIView):
         project = project_for_user(user=self.request.user, slug=self.kwargs["slug"])
         role_require(user=self.request.user, project=project, role=Role.ADMIN)
         return audit_for_project(project=project)
+
+
+class SchemaApi(SpectacularAPIView):
+    """The OpenAPI schema, YAML or JSON; its errors are JSON in the API's shape, as every /api/ error is."""
+
+    def handle_exception(self, exc):
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)

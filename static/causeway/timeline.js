@@ -65,8 +65,14 @@
     return hidden;
   }
 
+  /* Span text as Plotly must be given it to draw it as typed: plotly_text() in traces/timeline.py. */
+  function esc(text) {
+    text = String(text);
+    return /[&<>]/.test(text) ? text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;") : text;
+  }
+
   function tick(lane, collapsed) {
-    var text = lane.label;
+    var text = esc(lane.label);
     if (lane.skewed) text = "⚠ " + text + " (" + (lane.skew_ms >= 0 ? "+" : "") + lane.skew_ms.toFixed(0) + " ms)";
     if (collapsed) text = "▸ " + text + " [" + lane.count + "]";
     return text;
@@ -98,7 +104,7 @@
       segs[c][0].push(a, b, null);
       segs[c][1].push(yy, yy, null);
       hx.push((a + b) / 2); hy.push(yy); hc.push(i);
-      ht.push(S.name[i] + "<br>" + fmt(S.x1[i] - S.x0[i]) + " ms");
+      ht.push(esc(S.name[i]) + "<br>" + fmt(S.x1[i] - S.x0[i]) + " ms");
     }
     var sx = [], sy = [];
     Array.from(collapsed).sort(function (p, q) { return p - q; }).forEach(function (li) {
@@ -107,7 +113,7 @@
       var a = ln.x0 - shift[li], b = ln.x1 - shift[li];
       sx.push(a, b, null); sy.push(base[li], base[li], null);
       hx.push((a + b) / 2); hy.push(base[li]); hc.push(-1 - li);
-      ht.push(ln.count + " spans of " + ln.agent + "<br>click to expand the lane");
+      ht.push(ln.count + " spans of " + esc(ln.agent) + "<br>click to expand the lane");
     });
     var plotPx = Math.min(Math.max(total * 22, 200), 1400);
     var rowPx = plotPx / (total + 1);
@@ -138,7 +144,7 @@
         if (isNaN(ypos[j]) || !S.label[j]) continue;
         var lj = S.lane[j];
         if (collapsed.has(lj) && !S.cat[j]) continue;
-        lx.push(S.x0[j] - shift[lj]); ly.push(ypos[j] - 0.32); lt.push(S.label[j]);
+        lx.push(S.x0[j] - shift[lj]); ly.push(ypos[j] - 0.32); lt.push(esc(S.label[j]));
       }
     }
     var sel = {x: [], y: []};
