@@ -23,6 +23,7 @@ api = [
     path("findings/<int:finding_id>/acknowledge/", tapi.FindingAcknowledgeApi.as_view()),
     path("state/history/", tapi.KeyHistoryApi.as_view()),
     path("", include("policies.api")),
+    path("", include("governance.slo.api")),
 ]
 
 urlpatterns = [

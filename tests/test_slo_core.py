@@ -347,6 +347,9 @@ def test_a_recovery_sli_measures_from_the_first_failure_to_the_next_success_of_t
     assert (out[M0].good, out[M0].total) == (1, 1) and out[M0].value_sum == pytest.approx(10_010)
     assert (out[M0 + 1].good, out[M0 + 1].total) == (0, 1) and out[M0 + 1].value_sum == pytest.approx(60_010)
     assert out[M0 + 1].examples == [[spans[1].trace_id, spans[1].span_id]], "the example is the first failure"
+    # Looked for at most 55 s back, the 60 s outage counts from its failure at 20 s.
+    within = recoveries(sli, spans, horizon_ns=55 * 1_000_000_000)
+    assert within[M0 + 1].value_sum == pytest.approx(50_010)
 
 
 def test_finding_and_violation_slis_count_their_events():

@@ -505,9 +505,11 @@ def rollup(slis: dict, *, spans: Iterable = (), findings: Iterable = (), violati
     return out
 
 
-def recoveries(sli: Sli, spans: Iterable) -> dict[int, MinuteCounts]:
+def recoveries(sli: Sli, spans: Iterable, *, horizon_ns: int | None = None) -> dict[int, MinuteCounts]:
     """Per-minute recoveries of a recovery SLI: for each operation (service, span name) in start order,
-    a success after failures is one recovery lasting from the first failure's start to the success's end."""
+    a success right after failures is one recovery, from the start of the first failure of that streak
+    to the end of the success. With `horizon_ns`, the streak is looked for only that far back from the
+    success, so a recovery depends on that stretch alone and recounting it gives the same value."""
     by_operation: dict[tuple, list] = {}
     for span in spans:
         if sli.span_matches(span):
@@ -515,17 +517,20 @@ def recoveries(sli: Sli, spans: Iterable) -> dict[int, MinuteCounts]:
     out: dict[int, MinuteCounts] = {}
     for sequence in by_operation.values():
         sequence.sort(key=lambda s: (s.start_ns, s.trace_id, s.span_id))
-        first_failure = None
-        for span in sequence:
-            if span.status_code == STATUS_ERROR:
-                if first_failure is None:
-                    first_failure = span
+        for at, span in enumerate(sequence):
+            if span.status_code == STATUS_ERROR or at == 0 or sequence[at - 1].status_code != STATUS_ERROR:
                 continue
-            if first_failure is not None:
-                value = (span.end_ns - first_failure.start_ns) / 1e6
-                counts = out.setdefault(span.start_ns // NS_PER_MINUTE, MinuteCounts())
-                counts.add(sli.good(value, True), value, first_failure.trace_id, first_failure.span_id)
-                first_failure = None
+            earliest = span.start_ns - horizon_ns if horizon_ns is not None else None
+            first = at - 1
+            while first > 0 and sequence[first - 1].status_code == STATUS_ERROR and (
+                    earliest is None or sequence[first - 1].start_ns >= earliest):
+                first -= 1
+            failure = sequence[first]
+            if earliest is not None and failure.start_ns < earliest:
+                continue  # the whole streak is older than the horizon
+            value = (span.end_ns - failure.start_ns) / 1e6
+            counts = out.setdefault(span.start_ns // NS_PER_MINUTE, MinuteCounts())
+            counts.add(sli.good(value, True), value, failure.trace_id, failure.span_id)
     return out
 
 
