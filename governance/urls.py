@@ -51,4 +51,5 @@ urlpatterns = [
     path("p/<slug:slug>/findings/<int:finding_id>/acknowledge/", tviews.finding_acknowledge_view,
          name="finding-acknowledge"),
     path("", include("policies.urls")),
+    path("", include("governance.slo.urls")),
 ]

@@ -149,14 +149,15 @@ def test_every_page_of_a_project_shows_the_same_navigation_with_findings(logged_
     trace = "a" * 32
     pages = ["traces/", f"traces/{trace}/", f"traces/{trace}/graph/", "state/order/42/", "findings/", "policies/",
              "policies/new/", f"policies/{policy.pk}/", f"policies/{policy.pk}/edit/", f"policies/{policy.pk}/versions/1/",
-             f"policies/{policy.pk}/dry-run/?version=1", "violations/", "keys/", "members/", "audit/"]
+             f"policies/{policy.pk}/dry-run/?version=1", "violations/", "slos/", "slos/new/", "alerts/", "alert-rules/",
+             "silences/", "channels/", "keys/", "members/", "audit/"]
     navigations = {}
     for tail in pages:
         response = logged_in.get(f"/p/acme/{tail}")
         assert response.status_code == 200, tail
         navigations[tail] = re.search(r"<nav>(.*?)</nav>", response.content.decode(), re.DOTALL).group(1)
     links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', navigations["traces/"])
-    assert [name for _, name in links] == ["Traces", "Findings", "Policies", "Violations", "Ingest keys", "Members",
-                                           "Audit log"]
+    assert [name for _, name in links] == ["Traces", "Findings", "Policies", "Violations", "SLOs", "Alerts",
+                                           "Alert rules", "Silences", "Channels", "Ingest keys", "Members", "Audit log"]
     assert ("/p/acme/findings/", "Findings") in links
     assert {tail for tail, nav in navigations.items() if nav != navigations["traces/"]} == set()

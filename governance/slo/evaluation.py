@@ -25,7 +25,7 @@ from governance.models import Project
 from governance.slo.core.alerts import FIRING, RESOLVED, AlertPhase, alert_next, fingerprint, threshold_holds
 from governance.slo.core.burn import slo_status, windows_needed
 from governance.slo.core.durations import format_duration
-from governance.slo.core.sli import VALUE_METRICS, metric_value
+from governance.slo.core.sli import QUANTILE_METRICS, Sli, metric_value
 from governance.slo.models import Alert, AlertRule, Channel, ChannelAlertState, Notification, Slo
 from governance.slo.rollups import lease_claim, lease_release
 from governance.slo.selectors import active_silences, minute_of, silence_of, window_examples, window_hist, window_sums
@@ -132,7 +132,7 @@ def conditions_of(*, project: Project, now: datetime) -> list[Condition]:
     for rule in rules:
         minutes = rule.window_seconds // 60
         window_sum = sums[rule.sli_id][minutes]
-        if rule.metric in VALUE_METRICS[1:]:
+        if rule.metric in QUANTILE_METRICS:
             window_sum.hist = window_hist(rule.sli_id, minutes=minutes, now_minute=now_minute)
         value = metric_value(rule.metric, window_sum, minutes)
         active = threshold_holds(value, rule.op, rule.threshold)
@@ -140,7 +140,7 @@ def conditions_of(*, project: Project, now: datetime) -> list[Condition]:
         shown = "no data" if value is None else f"{value:.4g}"
         annotations = {"summary": f"{rule.name}: {rule.metric} {shown} {rule.op} {rule.threshold:g} over "
                                   f"{format_duration(rule.window_seconds)}",
-                       "description": rule.description or rule.sli.definition.get("kind", "")}
+                       "description": rule.description or Sli.parse(rule.sli.definition).describe()}
         kind = rule.sli.definition.get("kind")
         match = rule.sli.definition.get("match", {})
         if kind == "findings":

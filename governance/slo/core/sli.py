@@ -53,7 +53,8 @@ METRICS = {
     "p99": "99th percentile value (ms)",
 }
 RATIO_METRICS = ("good_ratio", "bad_ratio")
-VALUE_METRICS = ("mean", "p50", "p95", "p99")
+QUANTILE_METRICS = ("p50", "p95", "p99")
+VALUE_METRICS = ("mean", *QUANTILE_METRICS)
 
 
 class SliKind:
