@@ -465,9 +465,10 @@ def duplicate_span_ids(findings: Iterable[tuple[str, list[tuple[int, str]]]]) ->
 
 
 def rollup(slis: dict, *, spans: Iterable = (), findings: Iterable = (), violations: Iterable = (),
-           duplicates: frozenset | set = frozenset()) -> dict[tuple, MinuteCounts]:
+           duplicates: frozenset | set = frozenset(), plans: dict | None = None) -> dict[tuple, MinuteCounts]:
     """Per-minute counts {(sli id, minute): MinuteCounts} of `slis` {id: Sli} over the events given.
-    Recovery SLIs are counted separately (recoveries()), over the sequences of their operations."""
+    Recovery SLIs are counted separately (recoveries()), over the sequences of their operations.
+    `plans` may carry the per-signature plans from one call to the next with the same `slis`."""
     out: dict[tuple, MinuteCounts] = {}
 
     def count(sli_id, sli, good, value, ns, trace_id, span_id):
@@ -483,7 +484,7 @@ def rollup(slis: dict, *, spans: Iterable = (), findings: Iterable = (), violati
             by_source[sli.kind.source].append((sli_id, sli))
     if by_source["spans"]:
         # The static part of every selector is decided once per signature (service, agent, name, kind).
-        plans: dict[tuple, list] = {}
+        plans = {} if plans is None else plans
         for span in spans:
             sig = (span.service_name, span.agent, span.name, span.kind)
             plan = plans.get(sig)
