@@ -232,6 +232,25 @@ def test_a_minute_whose_events_are_gone_loses_its_row(acme):
     assert rows(ids["success"]) == {} and rows(ids["success"], 60) == {}
 
 
+def test_minutes_past_retention_keep_their_counts_when_their_spans_are_gone(acme):
+    from governance.slo.rollups import rollups_expire
+    from traces.tasks import retention
+
+    ids = slis_of(acme)
+    old = [a_span(1, 0, 20 * 1440), a_span(2, 0, 20 * 1440, error=True)]  # 20 days ago; retention is 14
+    spans_store(project_id=acme.pk, spans=old)
+    sli_rollups_recompute(project_id=acme.pk, minutes={old[0].start_ns // NS_PER_MINUTE}, sli_ids=[ids["success"]])
+    assert rows(ids["success"]) == {}, "a minute past retention is not counted from spans: it may hold some of them"
+    minute = old[0].start_ns // NS_PER_MINUTE
+    SliRollup.objects.create(sli_id=ids["success"], width=1, start=minute, good=1, total=2)
+    Trace.objects.update(state=Trace.State.COMPLETE)
+    retention()
+    sli_rollups_update(project_id=acme.pk, trace_ids=[s.trace_id for s in old])
+    assert rows(ids["success"]) == {minute: (1, 2, 0.0)}, "its counts outlive its spans"
+    SliRollup.objects.create(sli_id=ids["success"], width=1, start=minute - 100 * 1440, good=1, total=1)
+    assert rollups_expire() == 1 and list(rows(ids["success"])) == [minute]
+
+
 def test_the_sweep_counts_each_trace_completed_since_it_last_ran_once(acme, clock):
     ids = slis_of(acme)
     spans_store(project_id=acme.pk, spans=[a_span(t, 0, 20) for t in range(1, 7)])

@@ -101,6 +101,11 @@ def sli_rollups_recompute(*, project_id: int, minutes: Iterable[int], sli_ids: I
     slis = compiled_slis(project_id=project_id, sli_ids=sli_ids)
     if not slis:
         return 0
+    # Spans past the project's retention are deleted, but SLO windows reach further back: the counts of
+    # those minutes are all that is left of them, and recounting would wipe them.
+    retention_days = Project.objects.filter(pk=project_id).values_list("retention_days", flat=True).get()
+    kept_from = int((timezone.now() - timedelta(days=retention_days)).timestamp()) // 60 + 1
+    minutes = [m for m in minutes if m >= kept_from]
     regular = {pk: s for pk, s in slis.items() if s.kind.name != "recovery"}
     recovery = {pk: s for pk, s in slis.items() if s.kind.name == "recovery"}
     horizon = settings.SLI_RECOVERY_HORIZON_MINUTES
@@ -263,6 +268,16 @@ def lease_claim(name: str, *, seconds: float, holder: str, now: datetime | None 
 
 def lease_release(name: str, *, holder: str) -> None:
     Lease.objects.filter(name=name, holder=holder).update(until=None)
+
+
+ROLLUP_KEEP_DAYS = 91  # the longest SLO window is 90 days
+
+
+def rollups_expire(*, now: datetime | None = None, batch: int = 20_000) -> int:
+    """Delete rollup rows older than any window can reach, a batch at a time. Returns rows deleted."""
+    oldest = int((now or timezone.now()).timestamp()) // 60 - ROLLUP_KEEP_DAYS * 1440
+    old = list(SliRollup.objects.filter(start__lt=oldest).values_list("pk", flat=True)[:batch])
+    return SliRollup.objects.filter(pk__in=old).delete()[0] if old else 0
 
 
 def rollup_sweep(*, now: datetime | None = None, limit: int = SWEEP_TRACES) -> int:

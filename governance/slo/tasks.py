@@ -9,7 +9,7 @@ from celery import shared_task
 from django.conf import settings
 
 from governance.slo.evaluation import evaluate_tick, notification_send, notifications_due
-from governance.slo.rollups import lease_claim, lease_release, rollup_sweep, sli_backfill
+from governance.slo.rollups import lease_claim, lease_release, rollup_sweep, rollups_expire, sli_backfill
 
 ROLLUP_LEASE = "slo-rollup"
 
@@ -22,7 +22,9 @@ def rollup_recent() -> int:
     if not lease_claim(ROLLUP_LEASE, seconds=330, holder=holder):
         return 0
     try:
-        return rollup_sweep()
+        counted = rollup_sweep()
+        rollups_expire()
+        return counted
     finally:
         lease_release(ROLLUP_LEASE, holder=holder)
 
