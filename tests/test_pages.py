@@ -116,9 +116,9 @@ def test_an_admin_adds_a_member_and_changes_a_role(logged_in, acme, alice):
 
 def test_the_members_page_describes_only_roles_the_product_has(logged_in):
     roles = re.search(r'<p class="muted" id="roles">(.*?)</p>', logged_in.get("/p/acme/members/").content.decode()).group(1)
-    assert "operator: acknowledges findings" in roles
-    assert "approver: edits, activates and rolls back policies" in roles
-    assert "rollout" not in roles and "alert" not in roles
+    assert "operator: acknowledges findings and alerts, silences alerts and sends test notifications" in roles
+    assert "approver: edits, activates and rolls back policies, defines SLOs, alert rules and notification channels" in roles
+    assert "rollout" not in roles
 
 
 def test_only_admins_see_the_audit_log(client, alice, bob, acme):
