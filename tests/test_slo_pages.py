@@ -37,7 +37,7 @@ def test_every_page_is_in_the_one_navigation_and_readable_by_viewers(client, bob
     page = as_user(client, bob).get(f"/p/acme/{path}")
     assert page.status_code == 200
     html = page.content.decode()
-    nav = re.search(r"<nav>(.*?)</nav>", html, re.S).group(1)
+    nav = re.search(r"<nav>(.*?)</nav>", html, re.DOTALL).group(1)
     for link in ("slos", "alerts", "alert-rules", "silences", "channels"):
         assert f'href="/p/acme/{link}/"' in nav
     assert "Define SLO alert</button>" not in html and "Save alert rule" not in html and "Add channel" not in html
@@ -53,11 +53,11 @@ def test_an_approver_defines_an_slo_alert_in_the_form_and_sees_its_charts(client
     calls(acme, 5, error=False)
     evaluate_tick()
     html = client.get(f"/p/acme/slos/{slo.pk}/").content.decode()
-    figures = json.loads(re.search(r'<script id="figures" type="application/json">(.*?)</script>', html, re.S).group(1))
+    figures = json.loads(re.search(r'<script id="figures" type="application/json">(.*?)</script>', html, re.DOTALL).group(1))
     assert set(figures) == {"sli", "burndown", "burn"} and figures["burn"]["data"][0]["x"][0] == "page-fast (page)"
     assert 'id="budget-left">100.0 %' in html
     listed = client.get("/p/acme/slos/").content.decode()
-    assert re.search(r'data-slo="billing-success".*?<span class="tag ok">ok</span>', listed, re.S)
+    assert re.search(r'data-slo="billing-success".*?<span class="tag ok">ok</span>', listed, re.DOTALL)
 
 
 def test_a_bad_slo_form_says_what_is_wrong_and_keeps_what_was_typed(client, alice, acme):
