@@ -196,6 +196,17 @@ def test_a_transient_failure_is_retried_with_backoff_and_a_permanent_one_is_kept
     assert "answered 410" in Channel.objects.get().last_error
 
 
+def test_a_notification_delivered_twice_to_workers_is_sent_once(acme, alice, webhook, receiver):
+    rule_create(project=acme, actor=alice, data={**ERRORS, "for_seconds": 0})
+    calls(acme, 3, error=True)
+    evaluate_tick()
+    (notification_id,) = notifications_due()
+    # As a broker redelivers a task whose acknowledgement was lost, or two ticks queue the same send.
+    assert [notification_send(notification_id=notification_id) for _ in range(3)] == ["sent", "not-claimed",
+                                                                                       "not-claimed"]
+    assert len(receiver.received) == 1 and notifications_due() == []
+
+
 def test_an_email_channel_gets_the_firing_alerts(acme, alice):
     channel_create(project=acme, actor=alice, data={"kind": "email", "to": ["oncall@example.com"]})
     rule_create(project=acme, actor=alice, data={**ERRORS, "for_seconds": 0})
