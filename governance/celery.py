@@ -16,3 +16,16 @@ app.conf.beat_schedule = {
     # Retention: delete spans past each project's retention, in bounded batches.
     "traces-retention": {"task": "traces.retention", "schedule": crontab(minute="*/10")},
 }
+
+
+@app.on_after_configure.connect
+def _slo_schedule(sender, **kwargs):
+    # Added once the settings are read: their intervals come from the environment (governance/settings.py).
+    from django.conf import settings
+
+    sender.conf.beat_schedule.update({
+        # SLI rollups over the traces completed since the last run (until the pipeline runs them as a stage).
+        "slo-rollup-recent": {"task": "slo.rollup_recent", "schedule": settings.SLI_ROLLUP_INTERVAL_SECONDS},
+        # The SLO and alert tick: every SLO and alert rule of every project, then the notifications due.
+        "slo-evaluate": {"task": "slo.evaluate", "schedule": settings.ALERT_EVAL_INTERVAL_SECONDS},
+    })

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "governance",
     "traces",
     "policies",
+    "governance.slo",
 ]
 
 MIDDLEWARE = [
@@ -196,6 +197,8 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "governance.api.schema.add_error_responses",
     ],
+    "ENUM_NAME_OVERRIDES": {"AlertStateEnum": "governance.slo.models.Alert.State",
+                            "TraceStateEnum": "traces.models.Trace.State"},
 }
 
 # Celery. The embedded default is a broker on a SQLite file of its own (governance/broker.py:
@@ -218,6 +221,28 @@ CELERY_TASK_ALWAYS_EAGER = False
 OTLP_MAX_BODY_BYTES = env_int("OTLP_MAX_BODY_BYTES", 64 * 1024 * 1024)
 TRACE_QUIET_SECONDS = env_float("TRACE_QUIET_SECONDS", 5.0)
 RETENTION_BATCH = env_int("RETENTION_BATCH", 5000)
+
+# SLOs and alerts (governance/slo). The evaluation tick's interval; the rollup sweep counts traces
+# completed at least SLI_ROLLUP_DELAY_SECONDS ago, so their analysis and policy evaluation are done.
+ALERT_EVAL_INTERVAL_SECONDS = env_float("ALERT_EVAL_INTERVAL_SECONDS", 30.0)
+SLI_ROLLUP_INTERVAL_SECONDS = env_float("SLI_ROLLUP_INTERVAL_SECONDS", 10.0)
+SLI_ROLLUP_DELAY_SECONDS = env_float("SLI_ROLLUP_DELAY_SECONDS", 10.0)
+# A recovery is measured from failures at most this far before the success.
+SLI_RECOVERY_HORIZON_MINUTES = env_int("SLI_RECOVERY_HORIZON_MINUTES", 360)
+# Where people reach this Causeway: the links in notifications (generatorURL, externalURL).
+EXTERNAL_URL = env_str("EXTERNAL_URL", "http://127.0.0.1:8000").rstrip("/")
+NOTIFY_TIMEOUT_SECONDS = env_float("NOTIFY_TIMEOUT_SECONDS", 10.0)
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 8)
+# E-mail: SMTP when EMAIL_HOST is set; otherwise messages are written to the worker's log.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "causeway@localhost")
+EMAIL_BACKEND = ("django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
+                 else "django.core.mail.backends.console.EmailBackend")
 
 LOGGING = {
     "version": 1,

@@ -29,6 +29,7 @@ api = [
     path("findings/<id:finding_id>/acknowledge/", tapi.FindingAcknowledgeApi.as_view()),
     path("state/history/", tapi.KeyHistoryApi.as_view()),
     path("", include("policies.api")),
+    path("", include("governance.slo.api")),
 ]
 
 urlpatterns = [
@@ -57,6 +58,7 @@ urlpatterns = [
     path("p/<slug:slug>/findings/<id:finding_id>/acknowledge/", tviews.finding_acknowledge_view,
          name="finding-acknowledge"),
     path("", include("policies.urls")),
+    path("", include("governance.slo.urls")),
 ]
 
 # Errors no view answered: JSON under /api/, a plain page elsewhere, 503 in a database outage.

@@ -13,7 +13,7 @@ from governance.models import Project
 
 class Policy(models.Model):
     class Mode(models.TextChoices):
-        ENFORCE = "enforce"  # violations raise alerts (recorded with enforced=True until alerting exists)
+        ENFORCE = "enforce"  # violations are marked enforced: alert rules on enforced violations raise alerts
         MONITOR = "monitor"  # violations are recorded only
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")

@@ -196,3 +196,12 @@ def gunicorn_url(transactional_db, tmp_path):
     with gunicorn_serving(env=env, log_path=tmp_path / "gunicorn.log", options=("--workers", "1", "--timeout", "60")) as (
             url, _):
         yield url
+
+
+@pytest.fixture
+def receiver():
+    """A real local webhook receiver (tests/receivers.py): .url, .received, .answers."""
+    from tests.receivers import webhook_receiver
+
+    with webhook_receiver() as r:
+        yield r

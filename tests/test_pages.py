@@ -116,9 +116,9 @@ def test_an_admin_adds_a_member_and_changes_a_role(logged_in, acme, alice):
 
 def test_the_members_page_describes_only_roles_the_product_has(logged_in):
     roles = re.search(r'<p class="muted" id="roles">(.*?)</p>', logged_in.get("/p/acme/members/").content.decode()).group(1)
-    assert "operator: acknowledges findings" in roles
-    assert "approver: edits, activates and rolls back policies" in roles
-    assert "rollout" not in roles and "alert" not in roles
+    assert "operator: acknowledges findings and alerts, silences alerts and sends test notifications" in roles
+    assert "approver: edits, activates and rolls back policies, defines SLOs, alert rules and notification channels" in roles
+    assert "rollout" not in roles
 
 
 def test_only_admins_see_the_audit_log(client, alice, bob, acme):
@@ -149,15 +149,16 @@ def test_every_page_of_a_project_shows_the_same_navigation_with_findings(logged_
     trace = "a" * 32
     pages = ["traces/", f"traces/{trace}/", f"traces/{trace}/graph/", "state/order/42/", "findings/", "policies/",
              "policies/new/", f"policies/{policy.pk}/", f"policies/{policy.pk}/edit/", f"policies/{policy.pk}/versions/1/",
-             f"policies/{policy.pk}/dry-run/?version=1", "violations/", "keys/", "members/", "audit/"]
+             f"policies/{policy.pk}/dry-run/?version=1", "violations/", "slos/", "slos/new/", "alerts/", "alert-rules/",
+             "silences/", "channels/", "keys/", "members/", "audit/"]
     navigations = {}
     for tail in pages:
         response = logged_in.get(f"/p/acme/{tail}")
         assert response.status_code == 200, tail
         navigations[tail] = re.search(r"<nav>(.*?)</nav>", response.content.decode(), re.DOTALL).group(1)
     links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', navigations["traces/"])
-    assert [name for _, name in links] == ["Traces", "Findings", "Policies", "Violations", "Ingest keys", "Members",
-                                           "Audit log"]
+    assert [name for _, name in links] == ["Traces", "Findings", "Policies", "Violations", "SLOs", "Alerts",
+                                           "Alert rules", "Silences", "Channels", "Ingest keys", "Members", "Audit log"]
     assert ("/p/acme/findings/", "Findings") in links
     assert {tail for tail, nav in navigations.items() if nav != navigations["traces/"]} == set()
 

@@ -454,13 +454,15 @@ def test_rolling_back_on_the_page_says_which_version_is_active_now(client, ledge
     assert '<strong id="active-version">v1</strong>' in page
 
 
-def test_the_policy_page_says_what_its_mode_does_and_promises_no_alerts(client, ledger, alice, bob):
+def test_the_policy_page_says_what_its_mode_does_for_alerts(client, ledger, alice, bob):
     client.force_login(bob)
     enforcing = client.get(f"/p/acme/policies/{ledger.pk}/").content.decode()
-    assert "violations are recorded, marked enforced" in enforcing and "alert" not in enforcing
+    assert ('violations are recorded, marked enforced; <a href="/p/acme/alert-rules/">alert rules</a> on enforced '
+            'violations raise alerts') in enforcing
     api_as(alice).post(url(ledger, "mode/"), {"mode": "monitor"}, format="json")
     monitoring = client.get(f"/p/acme/policies/{ledger.pk}/").content.decode()
-    assert "violations are recorded, marked monitor" in monitoring and "alert" not in monitoring
+    assert "violations are recorded, marked monitor (trying the rules out): alert rules on enforced violations " \
+           "ignore them" in monitoring
 
 
 def test_a_viewer_sees_no_activate_or_save_buttons(client, ledger, bob):

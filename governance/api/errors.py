@@ -41,3 +41,14 @@ def exception_handler(exc, context):
 
 def error_response(message: str, http_status=status.HTTP_400_BAD_REQUEST, code="invalid") -> Response:
     return Response(error_body(code, message), status=http_status)
+
+
+class ErrorDetailOutput(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ErrorOutput(serializers.Serializer):
+    """The one error shape, for responses an operation documents itself (409, 502, ...)."""
+
+    error = ErrorDetailOutput()

@@ -1,0 +1,47 @@
+"""A real local HTTP server that receives webhooks, as an Alertmanager receiver would."""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Receiver:
+    def __init__(self, url: str):
+        self.url = url
+        self.received: list[dict] = []  # JSON bodies, in arrival order
+        self.answers: list[int] = []  # statuses to answer next, in order; then 200
+        self.lock = threading.Lock()
+
+
+@contextmanager
+def webhook_receiver():
+    """A Receiver listening on 127.0.0.1 until the block ends."""
+    receiver: Receiver
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with receiver.lock:
+                status = receiver.answers.pop(0) if receiver.answers else 200
+                if status == 200:
+                    receiver.received.append(json.loads(body))
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"ok" if status == 200 else b"receiver says no")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver = Receiver(f"http://127.0.0.1:{server.server_address[1]}/hook")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
