@@ -1,4 +1,4 @@
-"""Traces turn quiet, are handed on to analysis by a real Celery worker, and expire."""
+"""Traces turn quiet, are handed on to the pipeline and analysed by a real Celery worker, and expire."""
 
 import time
 from datetime import timedelta
@@ -7,10 +7,12 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from governance.pipeline.tasks import sweep
 from traces.ingest import spans_store
 from traces.models import Finding, Span, Trace
 from traces.records import make_span
-from traces.tasks import quiet_traces_claim, retention, sweep_quiet
+from traces.services import quiet_traces_claim
+from traces.tasks import retention
 
 NOW_NS = time.time_ns()
 
@@ -40,18 +42,18 @@ def age_traces(seconds):
 
 def test_it_claims_only_traces_that_have_been_quiet(acme):
     spans_store(project_id=acme.pk, spans=lost_update_spans())
-    assert quiet_traces_claim(quiet_seconds=60) == {}
+    assert quiet_traces_claim(quiet_seconds=60, limit=10) == []
     age_traces(120)
-    claimed = quiet_traces_claim(quiet_seconds=60)
-    assert sorted(claimed[acme.pk]) == ["a" * 32, "b" * 32]
+    claimed = quiet_traces_claim(quiet_seconds=60, limit=10)
+    assert sorted((q.project_id, q.trace_id) for q in claimed) == [(acme.pk, "a" * 32), (acme.pk, "b" * 32)]
     assert set(Trace.objects.values_list("state", flat=True)) == {Trace.State.COMPLETE}
-    assert quiet_traces_claim(quiet_seconds=60) == {}, "a trace is handed on once"
+    assert quiet_traces_claim(quiet_seconds=60, limit=10) == [], "a trace is handed on once"
 
 
 def test_a_late_span_reopens_a_complete_trace(acme):
     spans_store(project_id=acme.pk, spans=lost_update_spans()[:1])
     age_traces(120)
-    quiet_traces_claim(quiet_seconds=60)
+    quiet_traces_claim(quiet_seconds=60, limit=10)
     spans_store(project_id=acme.pk, spans=lost_update_spans()[1:2])
     trace = Trace.objects.get(trace_id="a" * 32)
     assert trace.state == Trace.State.OPEN and trace.span_count == 2
@@ -61,21 +63,22 @@ def test_a_late_span_reopens_a_complete_trace(acme):
 @override_settings(TRACE_QUIET_SECONDS=0.0)
 def test_a_real_worker_analyses_quiet_traces_and_stores_the_finding_once(acme, celery_worker):
     spans_store(project_id=acme.pk, spans=lost_update_spans())
-    sweep_quiet.delay()
+    sweep.delay()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not Finding.objects.exists():
+    while time.monotonic() < deadline and Trace.objects.exclude(state=Trace.State.ANALYSED).exists():
         time.sleep(0.2)
+    assert Trace.objects.filter(state=Trace.State.ANALYSED, analysed_at__isnull=False).count() == 2
     finding = Finding.objects.get()
     assert finding.kind == "lost_update" and finding.key == "order/42"
     assert sorted(finding.span_ids) == ["a2" * 8, "b2" * 8]
     assert finding.agent_list == ["A", "B"]
     # A late span reopens the traces; analysing again stores nothing twice.
     spans_store(project_id=acme.pk, spans=[access("a" * 32, "a3" * 8, "A", "proc-a", "read", 4, start=5000)])
-    sweep_quiet.delay()
+    sweep.delay()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and Trace.objects.filter(state=Trace.State.OPEN).exists():
+    while time.monotonic() < deadline and Trace.objects.exclude(state=Trace.State.ANALYSED).exists():
         time.sleep(0.2)
-    time.sleep(1.0)
+    assert Trace.objects.get(trace_id="a" * 32).state == Trace.State.ANALYSED
     assert Finding.objects.count() == 1
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import transaction
 from django.db.models import Q
@@ -12,9 +14,44 @@ from governance.models import Project, Role
 from governance.services import audit_record, role_require
 from traces.analysis import Finding as FoundFinding
 from traces.analysis import affected_scope, analyse
-from traces.models import Finding, FindingSpan, Span, member_text
+from traces.models import Finding, FindingSpan, Span, Trace, member_text
 from traces.records import SpanRecord
 from traces.selectors import span_records
+
+
+class QuietTrace(NamedTuple):
+    project_id: int
+    trace_id: str
+    received_at: datetime  # when its last span arrived
+
+
+def quiet_traces_claim(*, quiet_seconds: float, limit: int, now: datetime | None = None) -> list[QuietTrace]:
+    """Mark traces complete once no span arrived for `quiet_seconds`; returns them, longest-waiting first.
+
+    Rows are claimed under a row lock (skipping rows another sweeper holds), so two sweepers never
+    hand on one trace twice. Call it inside the transaction that records the hand-on
+    (governance.pipeline), so a trace is never complete without work queued for it.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        rows = list(
+            Trace.objects.select_for_update(skip_locked=True)
+            .filter(state=Trace.State.OPEN, last_received_at__lte=now - timedelta(seconds=quiet_seconds))
+            .order_by("last_received_at")
+            .values_list("pk", "project_id", "trace_id", "last_received_at")[:limit]
+        )
+        if rows:
+            Trace.objects.filter(pk__in=[pk for pk, *_ in rows], state=Trace.State.OPEN).update(
+                state=Trace.State.COMPLETE, completed_at=now)
+    return [QuietTrace(project_id, trace_id, received_at) for _, project_id, trace_id, received_at in rows]
+
+
+def traces_mark_analysed(*, project_id: int, trace_ids: list[str], completed_by: datetime) -> int:
+    """Every pipeline stage has run on these traces as they were when completed at `completed_by`
+    or before; a trace that new spans reopened since is left for its next pass."""
+    return Trace.objects.filter(
+        project_id=project_id, trace_id__in=trace_ids, state=Trace.State.COMPLETE, completed_at__lte=completed_by,
+    ).update(state=Trace.State.ANALYSED, analysed_at=timezone.now())
 
 
 def finding_fingerprint(found: FoundFinding) -> str:
