@@ -43,7 +43,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traces import hb_kernels
 from traces.records import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, SpanRecord
 
 KINDS = (
@@ -210,10 +209,18 @@ class _Graph:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def _kernels():
+    """The compiled loops, imported on first use: only processes that analyse pay for Numba (about
+    80 MB); web processes import this module for KINDS and the timeline helpers only."""
+    from traces import hb_kernels
+
+    return hb_kernels
+
+
 def _program_order(g: _Graph, ends, end_bounds, starts, start_bounds) -> None:
     src = np.empty(2 * len(ends) + len(starts), _NODE)
     dst = np.empty_like(src)
-    m, g.ver, g.nodes = hb_kernels.program_order(
+    m, g.ver, g.nodes = _kernels().program_order(
         ends, end_bounds, starts, start_bounds, g.st, g.en, g.fed, g.ver, g.nodes, src, dst, 0)
     g.parts.append((src[:m], dst[:m]))
 
@@ -418,7 +425,7 @@ def _vector_clocks(sp: _Spans, accesses: list[int]) -> _Clocks:
     access_of_span = np.full(sp.n, -1, _NODE)
     access_of_span[np.array(accesses, _NODE)] = np.arange(len(accesses), dtype=_NODE)
     rows = np.zeros((len(accesses), nlanes), dtype)
-    rank, visited, indeg, slot, pool, offsets, targets = hb_kernels.propagate_clocks(
+    rank, visited, indeg, slot, pool, offsets, targets = _kernels().propagate_clocks(
         nodes, src, dst, access_of_span, np.array(lane, _NODE), np.array(lpos, dtype), rows)
     del src, dst
     raw, width = memoryview(rows).cast("B"), rows.itemsize * nlanes
