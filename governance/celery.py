@@ -2,18 +2,26 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
 
+from governance.task_base import QUEUES, route
+
 app = Celery("causeway")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# Every task names its queue (governance.task_base); a worker started without -Q consumes them all.
+app.conf.task_queues = [Queue(name, Exchange(name), routing_key=name) for name in QUEUES]
+app.conf.task_default_queue = "control"
+app.conf.task_routes = (route,)
 app.autodiscover_tasks()
 
 app.conf.beat_schedule = {
-    # The debounce: hand on traces quiet for TRACE_QUIET_SECONDS; late spans reopen a trace
-    # and this same sweep analyses it again.
-    "traces-sweep-quiet": {"task": "traces.sweep_quiet", "schedule": 2.0},
-    # Retention: delete spans past each project's retention, in bounded batches.
+    # The debounce and the pipeline's safety net: hand on traces quiet for TRACE_QUIET_SECONDS (late
+    # spans reopen a trace and this same sweep hands it on again), and queue tasks for work nobody has
+    # taken (new, backed off, or left by a worker that died).
+    "pipeline-sweep": {"task": "pipeline.sweep", "schedule": 2.0},
+    # Retention: delete spans past each project's retention, each project with a fair share of the time.
     "traces-retention": {"task": "traces.retention", "schedule": crontab(minute="*/10")},
 }
 

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "traces",
     "policies",
     "governance.slo",
+    "governance.pipeline",
 ]
 
 MIDDLEWARE = [
@@ -220,6 +221,9 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Ingest
 OTLP_MAX_BODY_BYTES = env_int("OTLP_MAX_BODY_BYTES", 64 * 1024 * 1024)
 TRACE_QUIET_SECONDS = env_float("TRACE_QUIET_SECONDS", 5.0)
+# A pipeline stage's claim on its traces; a running worker renews it every third of it, so the
+# work of a worker that died is taken up by another within this time.
+PIPELINE_LEASE_SECONDS = env_float("PIPELINE_LEASE_SECONDS", 30.0)
 RETENTION_BATCH = env_int("RETENTION_BATCH", 5000)
 
 # SLOs and alerts (governance/slo). The evaluation tick's interval; the rollup sweep counts traces

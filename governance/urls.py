@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularSwaggerView
 from governance import views as gviews
 from governance.api import views as gapi
 from governance.converters import IdConverter, VersionConverter
+from governance.pipeline import views as pviews
 from traces import api as tapi
 from traces import views as tviews
 from traces.views_otlp import otlp_traces
@@ -51,6 +52,9 @@ urlpatterns = [
     path("p/<slug:slug>/keys/<id:key_id>/revoke/", gviews.ingest_key_revoke_view, name="ingest-key-revoke"),
     path("p/<slug:slug>/members/", gviews.members, name="members"),
     path("p/<slug:slug>/audit/", gviews.audit_log, name="audit"),
+    path("p/<slug:slug>/pipeline/", pviews.pipeline_status, name="pipeline-status"),
+    path("p/<slug:slug>/pipeline/dead-letters/<int:batch_id>/retry/", pviews.dead_letter_retry_view,
+         name="dead-letter-retry"),
     path("assets/plotly.min.js", tviews.plotly_js, name="plotly-js"),
     path("p/<slug:slug>/traces/<str:trace_id>/graph/", tviews.trace_graph, name="trace-graph"),
     path("p/<slug:slug>/state/<path:key>/", tviews.key_history, name="key-history"),

@@ -184,6 +184,13 @@ def _database_url(settings_dict: dict) -> str:
             f"{settings_dict.get('PORT') or 5432}/{settings_dict['NAME']}")
 
 
+def production_env(connection, data_dir) -> dict:
+    """The environment of a web process as production runs it (DEBUG off), on the test database,
+    over plain HTTP on 127.0.0.1."""
+    return {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict), "DEBUG": "false",
+            "SECRET_KEY": "tests", "CAUSEWAY_DATA_DIR": str(data_dir), "HTTPS": "false"}
+
+
 @pytest.fixture
 def gunicorn_url(transactional_db, tmp_path):
     """gunicorn serving governance.wsgi on the test database, as production runs it: DEBUG off."""
@@ -191,9 +198,7 @@ def gunicorn_url(transactional_db, tmp_path):
 
     from tests.gunicorn import gunicorn_serving
 
-    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict), "DEBUG": "false",
-           "SECRET_KEY": "tests", "CAUSEWAY_DATA_DIR": str(tmp_path), "HTTPS": "false"}
-    with gunicorn_serving(env=env, log_path=tmp_path / "gunicorn.log", options=("--workers", "1", "--timeout", "60")) as (
+    with gunicorn_serving(env=production_env(connection, tmp_path), log_path=tmp_path / "gunicorn.log", options=("--workers", "1", "--timeout", "60")) as (
             url, _):
         yield url
 

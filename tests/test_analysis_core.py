@@ -8,11 +8,11 @@ from __future__ import annotations
 from traces.analysis import (
     KINDS,
     Finding,
-    affected_scope,
     analyse,
     causal_edges,
     clock_skew,
     critical_path,
+    spans_between,
 )
 from traces.records import KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER, STATUS_ERROR, Link, make_span
 
@@ -449,11 +449,11 @@ def test_it_draws_causal_edges_between_agents():
     ]
 
 
-def test_it_scopes_new_spans_to_what_they_touch():
-    spans = message_hand_off() + [locked("bob", "b-lock", "L", 0, 1), action("bob", "b-pay", "pay/1", "executed", 0, 1)]
-    scope = affected_scope(spans[2:])
-    assert scope.trace_ids == {trace_id("bob"), trace_id("alice")}
-    assert scope.state_keys == {"ticket/3"}
-    assert scope.lock_names == {"L"}
-    assert scope.idempotency_keys == {"pay/1"}
-    assert scope.chains == {"bob-1"}
+def test_it_names_the_spans_on_the_path_that_orders_two_writes():
+    spans = message_hand_off()
+    key = {s.span_id: (s.trace_id, s.span_id) for s in spans}
+    every = list(key.values())
+    assert spans_between(spans, key["a-w"], key["b-w"], every) == sorted([key["a-produce"], key["b-consume"]])
+    assert spans_between(spans, key["b-w"], key["a-w"], every) == sorted([key["a-produce"], key["b-consume"]])
+    assert spans_between(spans, key["a-w"], key["b-w"], [key["b-consume"]]) == [key["b-consume"]]
+    assert spans_between(message_hand_off(linked=False), key["a-w"], key["b-w"], every) == []

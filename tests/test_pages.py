@@ -158,7 +158,8 @@ def test_every_page_of_a_project_shows_the_same_navigation_with_findings(logged_
         navigations[tail] = re.search(r"<nav>(.*?)</nav>", response.content.decode(), re.DOTALL).group(1)
     links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', navigations["traces/"])
     assert [name for _, name in links] == ["Traces", "Findings", "Policies", "Violations", "SLOs", "Alerts",
-                                           "Alert rules", "Silences", "Channels", "Ingest keys", "Members", "Audit log"]
+                                           "Alert rules", "Silences", "Channels", "Pipeline", "Ingest keys", "Members",
+                                           "Audit log"]
     assert ("/p/acme/findings/", "Findings") in links
     assert {tail for tail, nav in navigations.items() if nav != navigations["traces/"]} == set()
 

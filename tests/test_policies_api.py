@@ -9,12 +9,12 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.test import override_settings
 
 from governance.models import AuditRecord, Role
 from policies.models import Policy, PolicyVersion, VersionImmutable, Violation
 from policies.selectors import violation_counts
 from policies.services import policy_create, policy_version_activate, violations_record
-from policies.tasks import evaluate_traces
 from tests.conftest import api_as, at_fixed_instants, make_user
 from traces.ingest import spans_store
 from traces.records import make_span
@@ -317,13 +317,13 @@ def test_what_a_dry_run_shows_is_what_activation_then_records(acme, ledger, alic
     client.post(url(ledger, "versions/"), {"source": LEDGER_V2}, format="json")
     dry = client.post(url(ledger, "dry-run/"), {"version": 2, "hours": 24}, format="json")
     client.post(url(ledger, "versions/2/activate/"))
-    assert evaluate_traces(acme.pk, ledger_spans[:3]) == 2
+    assert violations_record(project_id=acme.pk, trace_ids=ledger_spans[:3]) == 2
     assert _stored(acme) == _dry(dry)
     violation = Violation.objects.get(rule_id="ledger-owner")
     assert violation.version.number == 2 and violation.enforced is True
     assert violation.rule_kind == "single_writer" and violation.start_ns > 0
     # Evaluating the same traces again stores nothing twice.
-    assert evaluate_traces(acme.pk, ledger_spans[:3]) == 0
+    assert violations_record(project_id=acme.pk, trace_ids=ledger_spans[:3]) == 0
     assert Violation.objects.count() == 2
 
 
@@ -342,14 +342,15 @@ def test_inactive_policies_record_nothing(acme, ledger, ledger_spans):
 
 
 @pytest.mark.django_db(transaction=True)
+@override_settings(TRACE_QUIET_SECONDS=0.0)
 def test_the_celery_worker_evaluates_quiet_traces_after_analysis(celery_worker, acme, alice):
-    from traces.tasks import analyse_traces
+    from governance.pipeline.tasks import sweep
 
     policy = policy_create(project=acme, source=LEDGER_V2, actor=alice)
     policy_version_activate(policy=policy, version=policy.versions.get(), actor=alice)
-    traces = store(acme, a_write("intruder", "ledger/1", "bb01"), a_span(agent="checkout", name="charge", trace="bb02"))
+    store(acme, a_write("intruder", "ledger/1", "bb01"), a_span(agent="checkout", name="charge", trace="bb02"))
     dry = api_as(alice).post(url(policy, "dry-run/"), {"version": 1, "hours": 1}, format="json")
-    analyse_traces.delay(acme.pk, traces)  # analysis queues policies.evaluate for the same traces
+    sweep.delay()  # the pipeline: analysis, then the policies on the same traces
     deadline = time.monotonic() + 30
     while Violation.objects.count() < 2 and time.monotonic() < deadline:
         time.sleep(0.2)

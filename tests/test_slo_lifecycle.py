@@ -70,7 +70,7 @@ def agents_send(live_server, key: str, count: int, *, error: bool) -> None:
 
 def pipeline() -> None:
     """What beat does between ticks: hand quiet traces on (analysis, policies), count them into the SLIs."""
-    run_on_worker("traces.sweep_quiet")
+    run_on_worker("pipeline.sweep")
     run_on_worker("slo.rollup_recent")
 
 

@@ -1,19 +1,19 @@
-"""Traces turn quiet, are handed on to analysis by a real Celery worker, and expire."""
+"""Traces turn quiet, are handed on to the pipeline and analysed by a real Celery worker, and expire."""
 
 import time
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from celery.signals import task_postrun
 from django.test import override_settings
 from django.utils import timezone
 
+from governance.pipeline.tasks import sweep
 from tests.conftest import at_fixed_instants
 from traces.ingest import spans_store
 from traces.models import Finding, Span, Trace
 from traces.records import make_span
-from traces.tasks import analyse_traces, quiet_traces_claim, retention, sweep_quiet
+from traces.services import quiet_traces_claim
+from traces.tasks import retention
 
 
 @pytest.fixture(autouse=True)
@@ -47,37 +47,21 @@ def age_traces(seconds):
 
 def test_it_claims_only_traces_that_have_been_quiet(acme):
     spans_store(project_id=acme.pk, spans=lost_update_spans())
-    assert quiet_traces_claim(quiet_seconds=60) == {}
+    assert quiet_traces_claim(quiet_seconds=60, limit=10) == []
     age_traces(120)
-    claimed = quiet_traces_claim(quiet_seconds=60)
-    assert sorted(claimed[acme.pk]) == ["a" * 32, "b" * 32]
+    claimed = quiet_traces_claim(quiet_seconds=60, limit=10)
+    assert sorted((q.project_id, q.trace_id) for q in claimed) == [(acme.pk, "a" * 32), (acme.pk, "b" * 32)]
     assert set(Trace.objects.values_list("state", flat=True)) == {Trace.State.COMPLETE}
-    assert quiet_traces_claim(quiet_seconds=60) == {}, "a trace is handed on once"
+    assert quiet_traces_claim(quiet_seconds=60, limit=10) == [], "a trace is handed on once"
 
 
 def test_a_late_span_reopens_a_complete_trace(acme):
     spans_store(project_id=acme.pk, spans=lost_update_spans()[:1])
     age_traces(120)
-    quiet_traces_claim(quiet_seconds=60)
+    quiet_traces_claim(quiet_seconds=60, limit=10)
     spans_store(project_id=acme.pk, spans=lost_update_spans()[1:2])
     trace = Trace.objects.get(trace_id="a" * 32)
     assert trace.state == Trace.State.OPEN and trace.span_count == 2
-
-
-@contextmanager
-def analyses_run():
-    """The (args, state) of every traces.analyse task the worker finishes inside the block, in order."""
-    runs = []
-
-    def record(sender=None, args=None, state=None, **_):
-        if sender.name == analyse_traces.name:
-            runs.append((list(args), state))
-
-    task_postrun.connect(record, weak=False)
-    try:
-        yield runs
-    finally:
-        task_postrun.disconnect(record)
 
 
 def wait_for(condition, what: str, seconds: float = 30) -> None:
@@ -91,21 +75,17 @@ def wait_for(condition, what: str, seconds: float = 30) -> None:
 @override_settings(TRACE_QUIET_SECONDS=0.0)
 def test_a_real_worker_analyses_quiet_traces_and_stores_the_finding_once(acme, celery_worker):
     spans_store(project_id=acme.pk, spans=lost_update_spans())
-    sweep_quiet.delay()
-    wait_for(Finding.objects.exists, "the first finding")
+    sweep.delay()
+    wait_for(lambda: not Trace.objects.exclude(state=Trace.State.ANALYSED).exists(), "both traces analysed")
+    assert Trace.objects.filter(state=Trace.State.ANALYSED, analysed_at__isnull=False).count() == 2
     finding = Finding.objects.get()
     assert finding.kind == "lost_update" and finding.key == "order/42"
     assert sorted(finding.span_ids) == ["a2" * 8, "b2" * 8]
     assert finding.agent_list == ["A", "B"]
-    # A late span reopens trace a: the sweep hands it on to analysis again. The same analysis is
-    # also delivered twice more, as a broker redelivers a task whose acknowledgement was lost.
-    with analyses_run() as runs:
-        spans_store(project_id=acme.pk, spans=[access("a" * 32, "a3" * 8, "A", "proc-a", "read", 4, start=5000)])
-        sweep_quiet.delay()
-        analyse_traces.delay(acme.pk, ["a" * 32, "b" * 32])
-        analyse_traces.delay(acme.pk, ["a" * 32, "b" * 32])
-        wait_for(lambda: len(runs) == 3, "the worker to finish three analyses")
-    assert sorted(runs) == [([acme.pk, ["a" * 32]], "SUCCESS")] + [([acme.pk, ["a" * 32, "b" * 32]], "SUCCESS")] * 2
+    # A late span reopens trace a: the pipeline analyses it again and stores nothing twice.
+    spans_store(project_id=acme.pk, spans=[access("a" * 32, "a3" * 8, "A", "proc-a", "read", 4, start=5000)])
+    sweep.delay()
+    wait_for(lambda: Trace.objects.get(trace_id="a" * 32).state == Trace.State.ANALYSED, "trace a analysed again")
     assert list(Finding.objects.values_list("pk", flat=True)) == [finding.pk]
 
 

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traces import hb_kernels
 from traces.records import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, SpanRecord
 
 KINDS = (
@@ -79,17 +78,6 @@ class Finding:
             "agents": list(self.agents),
             "detail": self.detail,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """What a batch of new spans touches; see `affected_scope`."""
-
-    trace_ids: frozenset[str] = frozenset()
-    state_keys: frozenset[str] = frozenset()
-    idempotency_keys: frozenset[str] = frozenset()
-    lock_names: frozenset[str] = frozenset()
-    chains: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------------------
@@ -221,10 +209,18 @@ class _Graph:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def _kernels():
+    """The compiled loops, imported on first use: only processes that analyse pay for Numba (about
+    80 MB); web processes import this module for KINDS and the timeline helpers only."""
+    from traces import hb_kernels
+
+    return hb_kernels
+
+
 def _program_order(g: _Graph, ends, end_bounds, starts, start_bounds) -> None:
     src = np.empty(2 * len(ends) + len(starts), _NODE)
     dst = np.empty_like(src)
-    m, g.ver, g.nodes = hb_kernels.program_order(
+    m, g.ver, g.nodes = _kernels().program_order(
         ends, end_bounds, starts, start_bounds, g.st, g.en, g.fed, g.ver, g.nodes, src, dst, 0)
     g.parts.append((src[:m], dst[:m]))
 
@@ -429,7 +425,7 @@ def _vector_clocks(sp: _Spans, accesses: list[int]) -> _Clocks:
     access_of_span = np.full(sp.n, -1, _NODE)
     access_of_span[np.array(accesses, _NODE)] = np.arange(len(accesses), dtype=_NODE)
     rows = np.zeros((len(accesses), nlanes), dtype)
-    rank, visited, indeg, slot, pool, offsets, targets = hb_kernels.propagate_clocks(
+    rank, visited, indeg, slot, pool, offsets, targets = _kernels().propagate_clocks(
         nodes, src, dst, access_of_span, np.array(lane, _NODE), np.array(lpos, dtype), rows)
     del src, dst
     raw, width = memoryview(rows).cast("B"), rows.itemsize * nlanes
@@ -1018,42 +1014,43 @@ def causal_edges(spans: Sequence[SpanRecord]) -> list[tuple[str, str, str]]:
 # Live analysis over a sliding window
 
 
-def affected_scope(new_spans: Iterable[SpanRecord]) -> Scope:
-    """What new spans touch, so the live product re-analyses only what they can change.
+def spans_between(spans: Iterable[SpanRecord], first: tuple[str, str], second: tuple[str, str],
+                  among: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The spans of `among` (as (trace_id, span_id)) on a happens-before path between two spans, in
+    whichever direction one happened before the other; [] when neither did.
 
-    The scope names the traces of the new spans and the traces they link to, the state
-    keys, idempotency keys and lock names they carry, and their program-order chains.
-
-    "Causally needed", i.e. what the caller should load from the window before calling
-    `analyse` on it:
-    - every span of `trace_ids` (parents, children and links resolve; orphans are judged
-      only once whole traces are present);
-    - every span in the window carrying one of `state_keys`, `idempotency_keys` or
-      `lock_names`, with the whole traces they belong to (so ancestor critical sections
-      and synchronous child edges are present);
-    - for exact happens-before between accesses of different traces, the spans of
-      `chains` in the window that lie between them (program order runs through them).
-      Loading whole traces covers the usual cases: agent turns are traces, and the
-      hand-offs between them are links and reads-from edges, both between loaded spans.
-    A happens-before path through spans that were not loaded is missed: it can turn an
-    ordered pair of writes into a reported write_race, or hide a stale_read.
+    What the live product says when it withdraws a race: which later spans ordered the accesses.
     """
-    traces, keys, idem, locks, chains = set(), set(), set(), set(), set()
-    for s in new_spans:
-        traces.add(s.trace_id)
-        chains.add(s.chain)
-        for link in s.links:
-            traces.add(link.trace_id)
-        if s.state_key:
-            keys.add(s.state_key)
-        if s.idempotency_key:
-            idem.add(s.idempotency_key)
-        if s.lock_name:
-            locks.add(s.lock_name)
-    return Scope(
-        trace_ids=frozenset(traces),
-        state_keys=frozenset(keys),
-        idempotency_keys=frozenset(idem),
-        lock_names=frozenset(locks),
-        chains=frozenset(chains),
-    )
+    sp = _Spans(spans)
+    a, b = sp.find(*first), sp.find(*second)
+    if a < 0 or b < 0:
+        return []
+    g = _build_graph(sp, [i for i, s in enumerate(sp.recs) if _is_access(s)])
+    src, dst = g.edges()
+    forward = _reachable(g.nodes, src, dst, 2 * a + 1)
+    if not forward[2 * b]:
+        a, b = b, a
+        forward = _reachable(g.nodes, src, dst, 2 * a + 1)
+        if not forward[2 * b]:
+            return []
+    on_path = forward & _reachable(g.nodes, dst, src, 2 * b)
+    wanted = [(t, s) for t, s in among if (i := sp.find(t, s)) >= 0 and i not in (a, b)
+              and (on_path[2 * i] or on_path[2 * i + 1])]
+    return sorted(set(wanted))
+
+
+def _reachable(nodes: int, src: np.ndarray, dst: np.ndarray, origin: int) -> np.ndarray:
+    """Which nodes a path of edges src -> dst reaches from `origin` (origin included)."""
+    order = np.argsort(src, kind="stable")
+    targets = dst[order]
+    offsets = np.searchsorted(src[order], np.arange(nodes + 1))
+    seen = np.zeros(nodes, bool)
+    seen[origin] = True
+    todo = [origin]
+    while todo:
+        u = todo.pop()
+        for v in targets[offsets[u]:offsets[u + 1]].tolist():
+            if not seen[v]:
+                seen[v] = True
+                todo.append(v)
+    return seen

@@ -63,8 +63,9 @@ class Trace(models.Model):
     """Summary of one trace, kept up to date on ingest."""
 
     class State(models.TextChoices):
-        OPEN = "open"  # spans arriving; a settle task is queued
-        COMPLETE = "complete"  # quiet for the quiet period and handed on
+        OPEN = "open"  # spans arriving (new spans reopen a trace in any state)
+        COMPLETE = "complete"  # quiet for the quiet period and handed to the pipeline
+        ANALYSED = "analysed"  # every pipeline stage has run on it
 
     # The unique (project, trace_id) index serves lookups by project.
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
@@ -81,6 +82,7 @@ class Trace(models.Model):
     last_received_at = models.DateTimeField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
     completed_at = models.DateTimeField(null=True, blank=True)
+    analysed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "trace_id"], name="trace_unique")]
@@ -113,7 +115,7 @@ class Finding(models.Model):
     class Status(models.TextChoices):
         OPEN = "open"
         ACKNOWLEDGED = "acknowledged"
-        WITHDRAWN = "withdrawn"  # late spans showed it was not a finding (e.g. an orphan's parent arrived)
+        WITHDRAWN = "withdrawn"  # later spans showed it was not a finding; withdrawn_reason says which
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=32)
@@ -128,6 +130,8 @@ class Finding(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     acknowledged_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_reason = models.TextField(blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "fingerprint"], name="finding_once")]

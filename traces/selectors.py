@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
-from django.db.models import Q, TextField
+from django.db.models import Count, Min, Q, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
@@ -95,6 +97,23 @@ def traces_search(*, project, service="", agent="", name="", status="", since=No
 
 def trace_get(*, project, trace_id: str) -> Trace | None:
     return Trace.objects.filter(project=project, trace_id=trace_id.lower()).first()
+
+
+@dataclass(frozen=True)
+class AnalysisLag:
+    seconds: float  # since the last span of the oldest trace due for analysis and not analysed; 0 when none
+    waiting: int  # traces due for analysis and not analysed
+
+
+def analysis_lag(*, project, now: datetime) -> AnalysisLag:
+    """How fresh the project's findings are. A trace is due once it has been quiet for
+    TRACE_QUIET_SECONDS; it waits until every pipeline stage has run on it."""
+    due = Trace.objects.filter(project=project).filter(
+        Q(state=Trace.State.COMPLETE)
+        | Q(state=Trace.State.OPEN, last_received_at__lte=now - timedelta(seconds=settings.TRACE_QUIET_SECONDS)))
+    found = due.aggregate(oldest=Min("last_received_at"), waiting=Count("pk"))
+    oldest = found["oldest"]
+    return AnalysisLag(seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0, waiting=found["waiting"])
 
 
 def spans_of_trace(*, project, trace_id: str):

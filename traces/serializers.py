@@ -136,7 +136,7 @@ class FindingSerializer(serializers.ModelSerializer):
     class Meta:
         model = Finding
         fields = ["id", "kind", "key", "trace_ids", "span_ids", "agents", "detail", "status", "created_at",
-                  "first_ns", "acknowledged_by", "acknowledged_at"]
+                  "first_ns", "acknowledged_by", "acknowledged_at", "withdrawn_at", "withdrawn_reason"]
 
 
 class KeyHistoryFilterSerializer(serializers.Serializer):

@@ -3,18 +3,55 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from governance.models import Project, Role
 from governance.services import audit_record, role_require
 from traces.analysis import Finding as FoundFinding
-from traces.analysis import affected_scope, analyse
-from traces.models import Finding, FindingSpan, Span, member_text
+from traces.analysis import analyse, spans_between
+from traces.models import Finding, FindingSpan, Span, Trace, member_text
 from traces.records import SpanRecord
 from traces.selectors import span_records
+
+
+class QuietTrace(NamedTuple):
+    project_id: int
+    trace_id: str
+    received_at: datetime  # when its last span arrived
+
+
+def quiet_traces_claim(*, quiet_seconds: float, limit: int, now: datetime | None = None) -> list[QuietTrace]:
+    """Mark traces complete once no span arrived for `quiet_seconds`; returns them, longest-waiting first.
+
+    Rows are claimed under a row lock (skipping rows another sweeper holds), so two sweepers never
+    hand on one trace twice. Call it inside the transaction that records the hand-on
+    (governance.pipeline), so a trace is never complete without work queued for it.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        rows = list(
+            Trace.objects.select_for_update(skip_locked=True)
+            .filter(state=Trace.State.OPEN, last_received_at__lte=now - timedelta(seconds=quiet_seconds))
+            .order_by("last_received_at")
+            .values_list("pk", "project_id", "trace_id", "last_received_at")[:limit]
+        )
+        if rows:
+            Trace.objects.filter(pk__in=[pk for pk, *_ in rows], state=Trace.State.OPEN).update(
+                state=Trace.State.COMPLETE, completed_at=now)
+    return [QuietTrace(project_id, trace_id, received_at) for _, project_id, trace_id, received_at in rows]
+
+
+def traces_mark_analysed(*, project_id: int, trace_ids: list[str], completed_by: datetime) -> int:
+    """Every pipeline stage has run on these traces as they were when completed at `completed_by`
+    or before; a trace that new spans reopened since is left for its next pass."""
+    return Trace.objects.filter(
+        project_id=project_id, trace_id__in=trace_ids, state=Trace.State.COMPLETE, completed_at__lte=completed_by,
+    ).update(state=Trace.State.ANALYSED, analysed_at=timezone.now())
 
 
 def finding_fingerprint(found: FoundFinding) -> str:
@@ -22,77 +59,106 @@ def finding_fingerprint(found: FoundFinding) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _window_spans(project: Project, trace_ids: list[str]) -> list[SpanRecord]:
-    """The spans analysis needs for these traces: the traces themselves, every trace that
-    touches one of their keys, idempotency keys or locks within the project's window, and
-    the traces they link to."""
-    new_spans = list(span_records(Span.objects.filter(project=project, trace_id__in=trace_ids), resource=False))
-    if not new_spans:
+def _region_spans(project: Project, trace_ids: list[str]) -> list[SpanRecord]:
+    """The spans a run analyses for traces that turned quiet: every trace with a span that starts
+    within the project's analysis window before their earliest span or after their latest, whole.
+
+    A happens-before path may run through any span (program order on a thread, a message, a
+    version, a lock), and late spans may order accesses on traces far from their own: anything
+    less than every span around can decide a pair differently from an analysis of all the spans.
+    Within the window the findings are exactly those of `check_traces` over the same spans.
+    """
+    bounds = Span.objects.filter(project=project, trace_id__in=trace_ids).aggregate(low=Min("start_ns"),
+                                                                                   high=Max("end_ns"))
+    if bounds["low"] is None:
         return []
-    scope = affected_scope(new_spans)
     window_ns = project.analysis_window_minutes * 60 * 1_000_000_000
-    low = min(s.start_ns for s in new_spans) - window_ns
-    high = max(s.end_ns for s in new_spans) + window_ns
-    touching = Q()
-    if scope.state_keys:
-        touching |= Q(state_key__in=scope.state_keys)
-    if scope.idempotency_keys:
-        touching |= Q(idempotency_key__in=scope.idempotency_keys)
-    if scope.lock_names:
-        touching |= Q(lock_name__in=scope.lock_names)
-    related = set(trace_ids) | set(scope.trace_ids)
-    if touching:
-        related |= set(
-            Span.objects.filter(touching, project=project, start_ns__gte=low, start_ns__lte=high)
-            .values_list("trace_id", flat=True).distinct()
-        )
-    others = related - set(trace_ids)
-    if others:
-        new_spans += span_records(Span.objects.filter(project=project, trace_id__in=others), resource=False)
-    return new_spans
+    nearby = Span.objects.filter(project=project, start_ns__gte=bounds["low"] - window_ns,
+                                 start_ns__lte=bounds["high"] + window_ns).values("trace_id")
+    return list(span_records(Span.objects.filter(project=project, trace_id__in=nearby), resource=False))
 
 
 def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
-    """Analyse the traces that turned quiet; store new findings, withdraw revised ones. Returns new findings."""
+    """The analysis stage: analyse the traces that turned quiet with every span around them, store the
+    findings not stored yet, reopen those found again, withdraw those no longer found. Idempotent.
+    Returns how many findings were new."""
     project = Project.objects.get(pk=project_id)
-    records = _window_spans(project, trace_ids)
+    records = _region_spans(project, trace_ids)
     if not records:
         return 0
+    found = {finding_fingerprint(f): f for f in analyse(records)}
     trace_of = {s.span_id: s.trace_id for s in records}
     start_of = {s.span_id: s.start_ns for s in records}
-    found = analyse(records)
-    fingerprints = {finding_fingerprint(f): f for f in found}
-    analysed = {s.span_id for s in records}
     with transaction.atomic():
-        existing = set(
-            Finding.objects.filter(project=project, fingerprint__in=list(fingerprints)).values_list("fingerprint", flat=True)
-        )
+        known = dict(Finding.objects.filter(project=project, fingerprint__in=list(found))
+                     .values_list("fingerprint", "status"))
         fresh = [
             Finding(project=project, kind=f.kind, key=f.key, trace_ids=list(f.trace_ids), span_ids=list(f.span_ids),
                     agents=member_text(f.agents), detail=f.detail, fingerprint=fp,
                     first_ns=min((start_of.get(s, 0) for s in f.span_ids), default=0))
-            for fp, f in fingerprints.items() if fp not in existing
+            for fp, f in found.items() if fp not in known
         ]
         created = Finding.objects.bulk_create(fresh, ignore_conflicts=True)
-        stored = {f.fingerprint: f.pk for f in Finding.objects.filter(project=project, fingerprint__in=[f.fingerprint for f in created])}
+        stored = dict(Finding.objects.filter(project=project, fingerprint__in=[f.fingerprint for f in created])
+                      .values_list("fingerprint", "pk"))
         FindingSpan.objects.bulk_create([
-            FindingSpan(finding_id=stored[f.fingerprint], project=project, trace_id=trace_of.get(span_id, ""), span_id=span_id)
+            FindingSpan(finding_id=stored[f.fingerprint], project=project, trace_id=trace_of.get(span_id, ""),
+                        span_id=span_id)
             for f in created if f.fingerprint in stored for span_id in f.span_ids
         ])
-        _withdraw_revised(project, analysed, set(fingerprints), set(trace_ids))
+        again = [fp for fp, status in known.items() if status == Finding.Status.WITHDRAWN]
+        if again:
+            Finding.objects.filter(project=project, fingerprint__in=again).update(
+                status=Finding.Status.OPEN, withdrawn_at=None, withdrawn_reason="")
+        _withdraw_revised(project, records, found, set(trace_ids))
     return len(fresh)
 
 
-def _withdraw_revised(project: Project, analysed: set[str], still_found: set[str], trace_ids: set[str]) -> None:
-    """A finding about these traces whose spans were all analysed again and that is no longer found
-    was made before late spans arrived (an orphan whose parent came): withdraw it."""
-    candidates = Finding.objects.filter(
-        project=project, status__in=[Finding.Status.OPEN, Finding.Status.ACKNOWLEDGED],
-        pk__in=FindingSpan.objects.filter(project=project, trace_id__in=trace_ids).values("finding_id"),
-    ).exclude(fingerprint__in=still_found)
-    withdrawn = [f.pk for f in candidates if set(f.span_ids) <= analysed]
-    if withdrawn:
-        Finding.objects.filter(pk__in=withdrawn).update(status=Finding.Status.WITHDRAWN)
+def _withdraw_revised(project: Project, records: list[SpanRecord], found: dict[str, FoundFinding],
+                      trace_ids: set[str]) -> None:
+    """An open finding whose spans were all analysed again and that is no longer found was made before
+    later spans arrived (they ordered its accesses, or brought an orphan's parent): withdraw it, and
+    say which later spans did it."""
+    region = {(s.trace_id, s.span_id) for s in records}
+    candidates = (Finding.objects.filter(project=project, status__in=[Finding.Status.OPEN, Finding.Status.ACKNOWLEDGED])
+                  .filter(pk__in=FindingSpan.objects.filter(project=project, trace_id__in={t for t, _ in region})
+                          .values("finding_id"))
+                  .exclude(fingerprint__in=list(found)))
+    spans_of: dict[int, list[tuple[str, str]]] = {}
+    for finding_id, trace_id, span_id in FindingSpan.objects.filter(finding__in=candidates).values_list(
+            "finding_id", "trace_id", "span_id"):
+        spans_of.setdefault(finding_id, []).append((trace_id, span_id))
+    now = timezone.now()
+    for finding in candidates.filter(pk__in=[pk for pk, spans in spans_of.items() if set(spans) <= region]):
+        reason = _withdrawal_reason(finding, spans_of[finding.pk], records, found, trace_ids)
+        Finding.objects.filter(pk=finding.pk, status=finding.status).update(
+            status=Finding.Status.WITHDRAWN, withdrawn_at=now, withdrawn_reason=reason)
+
+
+def _withdrawal_reason(finding: Finding, spans: list[tuple[str, str]], records: list[SpanRecord],
+                       found: dict[str, FoundFinding], trace_ids: set[str]) -> str:
+    by_key = {(s.trace_id, s.span_id): s for s in records}
+
+    def named(key: tuple[str, str]) -> str:
+        s = by_key[key]
+        return f"{s.name} ({s.agent or s.service_name}, span {s.span_id} of trace {s.trace_id})"
+
+    later = sorted(key for key in by_key if key[0] in trace_ids)
+    if finding.kind == "orphan_span":
+        child = by_key[spans[0]]
+        return f"Its parent arrived later: {named((child.trace_id, child.parent_span_id))}."
+    if len(spans) == 2 and finding.kind in ("write_race", "stale_read", "lock_overlap"):
+        between = spans_between(records, spans[0], spans[1], later)
+        if between:
+            return ("Later spans ordered these accesses (a happens-before path runs through them): "
+                    + "; ".join(named(key) for key in between[:3]) + (" and more." if len(between) > 3 else "."))
+    same = [f for f in found.values() if f.kind == finding.kind and f.key == finding.key
+            and set(f.span_ids) & set(finding.span_ids)]
+    if same:
+        return f"Later spans changed it; it stands as: {same[0].detail}."
+    traces = sorted({t for t, _ in later})
+    return ("No longer found once the spans received later were analysed with it (trace "
+            + ", ".join(traces[:3]) + (" and more" if len(traces) > 3 else "") + ").")
 
 
 def finding_acknowledge(*, finding: Finding, actor, address=None) -> bool:

@@ -9,6 +9,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -20,6 +21,7 @@ from traces.analysis import KINDS
 from traces.models import Finding
 from traces.selectors import (
     LAST_CHOICES,
+    analysis_lag,
     findings_of_trace,
     findings_search,
     key_accesses,
@@ -103,6 +105,7 @@ def trace_list(request, slug):
     return render(request, "traces/search.html", {
         "project": project, "page": page, "filters": request.GET, "errors": filters.errors if not valid else {},
         "last_choices": list(LAST_CHOICES), "query": query.urlencode(), "finding_kinds": KINDS,
+        "lag": analysis_lag(project=project, now=timezone.now()),
     })
 
 

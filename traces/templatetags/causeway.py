@@ -24,3 +24,14 @@ def ns_ms(ns):
 @register.filter
 def pretty_json(value):
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+@register.filter
+def seconds_text(seconds):
+    """A wait as people say it: "4 s", "2 min 5 s", "3 h 20 min"."""
+    seconds = round(seconds or 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min" + (f" {seconds % 60} s" if seconds % 60 else "")
+    return f"{seconds // 3600} h" + (f" {seconds % 3600 // 60} min" if seconds % 3600 // 60 else "")

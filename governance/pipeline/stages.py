@@ -1,0 +1,51 @@
+"""The pipeline: what runs on traces once they are quiet, in this order. The one place it is declared.
+
+Each stage is a plain function of the app that owns the work, `run(project_id=..., trace_ids=[...])`,
+returning how many rows it stored. A stage is idempotent (running it twice on the same traces
+stores nothing twice), reads the traces it needs once, and runs as its own Celery task with its
+own queue, time limits and retry policy. `traces` and `policies` never import each other's
+tasks: this module, in the layer above both, chains them (tests/test_import_rules.py holds it).
+
+Stages to come on the same quiet traces (SLI rollups, canary metrics) are added to STAGES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from governance.task_base import RetryPolicy
+from policies.services import violations_record
+from traces.services import findings_update
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[..., int]
+    queue: str
+    time_limit: int  # seconds before the worker process is killed
+    soft_time_limit: int  # seconds before the run is interrupted and counted as failed
+    retry: RetryPolicy
+    max_traces: int  # a run takes the project's waiting batches up to this many traces
+
+    @property
+    def task_name(self) -> str:
+        return f"pipeline.{self.name}"
+
+
+STAGES: tuple[Stage, ...] = (
+    # Concurrency findings: the happens-before analysis of the quiet traces with what they touch.
+    Stage(name="analysis", run=findings_update, queue="analysis", time_limit=300, soft_time_limit=270,
+          retry=RetryPolicy(max_attempts=3, backoff_seconds=2, backoff_max_seconds=300), max_traces=5000),
+    # Governance: the active policy versions evaluated on the same traces, after their findings.
+    Stage(name="policies", run=violations_record, queue="analysis", time_limit=120, soft_time_limit=110,
+          retry=RetryPolicy(max_attempts=3, backoff_seconds=2, backoff_max_seconds=300), max_traces=5000),
+)
+
+STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
+
+
+def stage_after(stage: Stage) -> Stage | None:
+    at = [s.name for s in STAGES].index(stage.name)
+    return STAGES[at + 1] if at + 1 < len(STAGES) else None

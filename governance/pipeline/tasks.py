@@ -1,0 +1,32 @@
+"""Celery tasks of the pipeline: the sweep (beat, every 2 s) and one task per declared stage."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from governance.pipeline.services import batches_nudge_due, quiet_traces_hand_on, stage_run
+from governance.pipeline.stages import STAGES, Stage
+from governance.task_base import instrumented_task
+
+
+@instrumented_task(name="pipeline.sweep", queue="sweep", time_limit=60, soft_time_limit=50, expires=30)
+def sweep() -> int:
+    """Hand quiet traces on to the first stage, and queue tasks for work nobody has taken (new, backed
+    off long enough, or left by a dead worker). Returns how many traces were handed on."""
+    handed = quiet_traces_hand_on(quiet_seconds=settings.TRACE_QUIET_SECONDS)
+    batches_nudge_due()
+    return handed
+
+
+def _stage_task(stage: Stage):
+    # Each stage's failures are recorded on its batches (durable retries, dead letters), so the
+    # task itself is not retried by Celery: a lost message is sent again by the sweep.
+    @instrumented_task(name=stage.task_name, queue=stage.queue, time_limit=stage.time_limit,
+                       soft_time_limit=stage.soft_time_limit)
+    def run_stage(project_id: int) -> int:
+        return stage_run(stage=stage, project_id=project_id)
+
+    return run_stage
+
+
+STAGE_TASKS = {stage.name: _stage_task(stage) for stage in STAGES}

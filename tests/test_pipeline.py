@@ -1,0 +1,317 @@
+"""The pipeline after ingest: every stage at least once on every quiet trace, retries with backoff,
+dead letters people can see and retry, and a worker killed with SIGKILL mid-analysis."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from django.db import OperationalError, connection, transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from governance.models import AuditRecord
+from governance.pipeline.models import StageBatch
+from governance.pipeline.services import (
+    BATCH_TRACES,
+    batches_claim,
+    batches_complete,
+    batches_nudge_due,
+    quiet_traces_hand_on,
+    stage_run,
+)
+from governance.pipeline.stages import STAGES
+from governance.task_base import RetryPolicy
+from tests.conftest import _database_url, log_in, make_user
+from tests.worlds import agent_world
+from traces.analysis import analyse
+from traces.ingest import spans_store
+from traces.models import Finding, Trace
+from traces.records import make_span
+
+ANALYSIS, POLICIES = STAGES
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def a_span(trace: int, *, agent="A"):
+    return make_span(trace_id=f"{trace:032x}", span_id=f"{trace:016x}", name="turn", start_ns=10**18 + trace,
+                     end_ns=10**18 + trace + 1000, resource_attributes={"service.name": "s", "gen_ai.agent.id": agent})
+
+
+def stored_quiet(project, count: int) -> list[str]:
+    spans_store(project_id=project.pk, spans=[a_span(n) for n in range(1, count + 1)])
+    return sorted(f"{n:032x}" for n in range(1, count + 1))
+
+
+def stage_failing_on(trace_ids: set[str], error=RuntimeError, **changes):
+    """The analysis stage as declared, running nothing, failing while one of `trace_ids` is in its run."""
+
+    def run(*, project_id, trace_ids: list[str]) -> int:
+        if poisoned & set(trace_ids):
+            raise error("this trace breaks the stage")
+        return 0
+
+    poisoned = set(trace_ids)
+    return replace(ANALYSIS, run=run, retry=RetryPolicy(max_attempts=3, backoff_seconds=0), **changes)
+
+
+# --- handing on, claims and leases ------------------------------------------------------------------------------------
+
+
+def test_quiet_traces_are_handed_on_with_their_first_stage_batches_in_one_step(acme, globex, django_capture_on_commit_callbacks):
+    ids = stored_quiet(acme, BATCH_TRACES + 3)
+    spans_store(project_id=globex.pk, spans=[a_span(7)])
+    with django_capture_on_commit_callbacks() as queued:
+        assert quiet_traces_hand_on(quiet_seconds=0) == BATCH_TRACES + 4
+    assert set(Trace.objects.values_list("state", flat=True)) == {Trace.State.COMPLETE}
+    batches = list(StageBatch.objects.filter(project=acme).order_by("pk"))
+    assert [b.stage for b in batches] == ["analysis", "analysis"]
+    assert sorted(t for b in batches for t in b.trace_ids) == ids
+    assert [len(b.trace_ids) for b in batches] == [BATCH_TRACES, 3]
+    assert StageBatch.objects.get(project=globex).trace_ids == [f"{7:032x}"]
+    assert len(queued) == 2, "one task queued per project, once the hand-on commits"
+    assert quiet_traces_hand_on(quiet_seconds=0) == 0
+
+
+def test_a_project_runs_one_analysis_at_a_time_and_a_dead_workers_lease_runs_out(acme):
+    stored_quiet(acme, 3)
+    quiet_traces_hand_on(quiet_seconds=0)
+    now = timezone.now()
+    [claimed] = batches_claim(stage=ANALYSIS, project_id=acme.pk, now=now)
+    assert claimed.state == StageBatch.State.RUNNING and claimed.attempts == 1
+    assert batches_claim(stage=ANALYSIS, project_id=acme.pk, now=now + timedelta(seconds=5)) == []
+    # Nobody renewed the lease: its worker died. The batch is given back, after the retry policy's backoff.
+    expired = now + timedelta(seconds=31)
+    assert batches_claim(stage=ANALYSIS, project_id=acme.pk, now=expired) == []
+    given_back = StageBatch.objects.get()
+    assert given_back.state == StageBatch.State.PENDING and "worker running it was lost" in given_back.last_error
+    [again] = batches_claim(stage=ANALYSIS, project_id=acme.pk, now=expired + timedelta(seconds=3))
+    assert again.attempts == 2
+    # The first run finishing late changes nothing: the batch is the second run's now.
+    assert batches_complete(stage=ANALYSIS, batches=[claimed]) is False
+    assert StageBatch.objects.get().state == StageBatch.State.RUNNING
+    assert batches_complete(stage=ANALYSIS, batches=[again]) is True
+    assert StageBatch.objects.get().stage == "policies"
+
+
+def test_a_run_takes_every_waiting_batch_of_its_project_up_to_its_size(acme):
+    stored_quiet(acme, BATCH_TRACES * 2 + 1)
+    quiet_traces_hand_on(quiet_seconds=0)
+    claimed = batches_claim(stage=replace(ANALYSIS, max_traces=BATCH_TRACES * 2), project_id=acme.pk)
+    assert [len(b.trace_ids) for b in claimed] == [BATCH_TRACES, BATCH_TRACES]
+
+
+def test_the_sweep_queues_a_task_again_for_work_nobody_took(acme):
+    stored_quiet(acme, 2)
+    quiet_traces_hand_on(quiet_seconds=0)  # its task was queued (and, here, never run)
+    now = timezone.now()
+    assert batches_nudge_due(now=now) == 0, "a task is queued already"
+    assert batches_nudge_due(now=now + timedelta(seconds=31)) == 1, "that task was lost: queue another"
+    assert batches_nudge_due(now=now + timedelta(seconds=32)) == 0
+
+
+def test_the_last_stage_marks_the_traces_analysed(acme):
+    ids = stored_quiet(acme, 2)
+    quiet_traces_hand_on(quiet_seconds=0)
+    stage_run(stage=ANALYSIS, project_id=acme.pk)
+    assert set(Trace.objects.values_list("state", flat=True)) == {Trace.State.COMPLETE}
+    stage_run(stage=POLICIES, project_id=acme.pk)
+    assert not StageBatch.objects.exists()
+    assert sorted(Trace.objects.filter(state=Trace.State.ANALYSED, analysed_at__isnull=False)
+                  .values_list("trace_id", flat=True)) == ids
+
+
+def test_a_trace_reopened_by_late_spans_is_not_marked_analysed_by_its_earlier_pass(acme):
+    stored_quiet(acme, 1)
+    quiet_traces_hand_on(quiet_seconds=0)
+    stage_run(stage=ANALYSIS, project_id=acme.pk)
+    late = make_span(trace_id=f"{1:032x}", span_id="e" * 16, name="late", start_ns=10**18, end_ns=10**18 + 5,
+                     resource_attributes={"service.name": "s"})
+    spans_store(project_id=acme.pk, spans=[late])
+    stage_run(stage=POLICIES, project_id=acme.pk)
+    assert Trace.objects.get().state == Trace.State.OPEN
+
+
+# --- failures: backoff, isolation, dead letters ---------------------------------------------------------------------
+
+
+def test_a_transient_error_backs_off_without_using_up_attempts(acme):
+    stored_quiet(acme, 2)
+    quiet_traces_hand_on(quiet_seconds=0)
+    flaky = replace(stage_failing_on({f"{1:032x}"}, error=OperationalError), retry=RetryPolicy(backoff_seconds=20))
+    before = timezone.now()
+    assert stage_run(stage=flaky, project_id=acme.pk) == 0
+    batch = StageBatch.objects.get()
+    assert (batch.state, batch.attempts, batch.failures) == (StageBatch.State.PENDING, 0, 1)
+    assert "OperationalError" in batch.last_error
+    assert before + timedelta(seconds=19) < batch.run_after < timezone.now() + timedelta(seconds=21)
+    assert batches_claim(stage=flaky, project_id=acme.pk) == [], "not before its backoff"
+
+
+def test_a_trace_that_keeps_failing_is_isolated_and_kept_as_a_dead_letter(acme):
+    ids = stored_quiet(acme, 6)
+    quiet_traces_hand_on(quiet_seconds=0)
+    poison = ids[4]
+    broken = stage_failing_on({poison})
+    runs = 0
+    while StageBatch.objects.filter(stage="analysis", state=StageBatch.State.PENDING).exists():
+        stage_run(stage=broken, project_id=acme.pk)
+        runs += 1
+        assert runs < 40
+    dead = StageBatch.objects.get(state=StageBatch.State.DEAD)
+    assert dead.stage == "analysis" and dead.trace_ids == [poison] and dead.attempts == 3
+    assert "RuntimeError: this trace breaks the stage" in dead.last_error
+    handed_on = sorted(t for b in StageBatch.objects.filter(stage="policies") for t in b.trace_ids)
+    assert handed_on == sorted(set(ids) - {poison}), "the other traces went on to the next stage"
+
+
+# --- what people see ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dead_letter(acme):
+    stored_quiet(acme, 1)
+    quiet_traces_hand_on(quiet_seconds=0)
+    StageBatch.objects.update(state=StageBatch.State.DEAD, attempts=3, failures=3, failed_at=timezone.now(),
+                              last_error="Traceback ...\nRuntimeError: this trace breaks the stage")
+    return StageBatch.objects.get()
+
+
+def test_the_pipeline_page_lists_dead_letters_and_an_operator_retries_one(client, acme, dead_letter):
+    operator = make_user("olive", acme, "operator")
+    client.force_login(operator)
+    page = client.get("/p/acme/pipeline/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert f"/p/acme/traces/{dead_letter.trace_ids[0]}/" in text
+    assert "RuntimeError: this trace breaks the stage" in text
+    response = client.post(f"/p/acme/pipeline/dead-letters/{dead_letter.pk}/retry/")
+    assert response.status_code == 302
+    dead_letter.refresh_from_db()
+    assert (dead_letter.state, dead_letter.attempts) == (StageBatch.State.PENDING, 0)
+    audit = AuditRecord.objects.get(action="pipeline.retry")
+    assert audit.actor == operator and audit.detail["trace_ids"] == dead_letter.trace_ids
+
+
+def test_a_viewer_cannot_retry_a_dead_letter(client, bob, dead_letter):
+    client.force_login(bob)
+    assert b"Retry</button>" not in client.get("/p/acme/pipeline/").content
+    client.post(f"/p/acme/pipeline/dead-letters/{dead_letter.pk}/retry/")
+    dead_letter.refresh_from_db()
+    assert dead_letter.state == StageBatch.State.DEAD
+    assert not AuditRecord.objects.filter(action="pipeline.retry").exists()
+
+
+def test_another_projects_dead_letter_is_not_found(client, charlie, dead_letter):
+    client.force_login(charlie)
+    assert client.post(f"/p/globex/pipeline/dead-letters/{dead_letter.pk}/retry/").status_code == 404
+
+
+@override_settings(TRACE_QUIET_SECONDS=5.0)
+def test_the_traces_list_shows_how_far_behind_analysis_is(client, alice, acme):
+    stored_quiet(acme, 3)
+    Trace.objects.filter(trace_id=f"{1:032x}").update(last_received_at=timezone.now() - timedelta(seconds=42))
+    Trace.objects.filter(trace_id=f"{2:032x}").update(last_received_at=timezone.now() - timedelta(seconds=20),
+                                                       state=Trace.State.COMPLETE)
+    client.force_login(alice)
+    text = client.get("/p/acme/traces/").content.decode()
+    assert "Analysis lag <strong>42 s</strong>" in text and "2 traces waiting for analysis" in text
+    Trace.objects.update(state=Trace.State.ANALYSED)
+    assert "Analysis is up to date" in client.get("/p/acme/traces/").content.decode()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_pipeline_page_in_a_browser(page, live_server, acme, alice, dead_letter, tmp_path):
+    log_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/p/acme/pipeline/")
+    assert page.locator("table.dead-letters tbody tr").count() == 1
+    page.screenshot(path=str(tmp_path / "pipeline.png"), full_page=True)
+    page.click("table.dead-letters button")
+    page.wait_for_load_state("networkidle")
+    assert "will go through analysis again" in page.locator("ul.messages").inner_text()
+    page.goto(f"{live_server.url}/p/acme/traces/")
+    assert "Analysis lag" in page.locator("#analysis-lag").inner_text()
+    page.screenshot(path=str(tmp_path / "traces.png"), full_page=True)
+
+
+# --- a real worker, killed ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def worker_process(tmp_path, name: str):
+    """`celery -A governance worker` as production runs it (prefork), on the test database and broker."""
+    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict), "PIPELINE_LEASE_SECONDS": "2",
+           "TRACE_QUIET_SECONDS": "0", "PYTHONPATH": ROOT}
+    log = open(tmp_path / f"{name}.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "governance", "worker", "--pool=prefork", "--concurrency=1",
+         "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
+
+
+@contextmanager
+def findings_held():
+    """Hold the finding table so no analysis can store its findings until the block ends."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {Finding._meta.db_table} IN EXCLUSIVE MODE")
+        else:
+            Finding.objects.filter(pk=-1).update(detail="")  # BEGIN IMMEDIATE took SQLite's write lock
+        yield
+
+
+def wait_for(condition, seconds: float, what: str, every: float = 0.05):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting: {what}")
+        time.sleep(every)
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(PIPELINE_LEASE_SECONDS=2.0)
+def test_a_worker_killed_mid_analysis_leaves_the_findings_stored_once_in_the_end(acme, tmp_path):
+    spans = agent_world(random.Random(11), turns=2500)
+    spans_store(project_id=acme.pk, spans=spans)
+    quiet_traces_hand_on(quiet_seconds=0)
+    with worker_process(tmp_path, "first") as first:
+        wait_for(lambda: StageBatch.objects.filter(stage="analysis", state=StageBatch.State.RUNNING).exists(), 120,
+                 f"the first worker to claim the analysis (see {tmp_path}/first.log)")
+        with findings_held():
+            time.sleep(1.0)  # it analyses, then waits to store its findings
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(10)
+    killed = set(StageBatch.objects.filter(stage="analysis").values_list("state", "attempts"))
+    assert killed == {(StageBatch.State.RUNNING, 1)}, "it died holding the analysis"
+    assert not Finding.objects.exists()
+    with worker_process(tmp_path, "second"):
+        def settled():
+            batches_nudge_due()  # what beat's sweep does every 2 s
+            return not Trace.objects.exclude(state=Trace.State.ANALYSED).exists()
+
+        wait_for(settled, 180, f"the second worker to finish the pipeline (see {tmp_path}/second.log)", every=0.5)
+    expected = sorted((f.kind, f.key, tuple(f.span_ids)) for f in analyse(spans))
+    stored = sorted((f.kind, f.key, tuple(f.span_ids)) for f in Finding.objects.exclude(status=Finding.Status.WITHDRAWN))
+    assert stored == expected
+    assert Finding.objects.count() == len(expected), "each finding stored once"
