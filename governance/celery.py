@@ -23,6 +23,9 @@ app.conf.beat_schedule = {
     "pipeline-sweep": {"task": "pipeline.sweep", "schedule": 2.0},
     # Retention: delete spans past each project's retention, each project with a fair share of the time.
     "traces-retention": {"task": "traces.retention", "schedule": crontab(minute="*/10")},
+    # SLI rollups older than the longest SLO window (90 days) are deleted, a batch an hour; they
+    # outlive the spans they count, which retention deletes sooner.
+    "slo-rollups-expire": {"task": "slo.rollups_expire", "schedule": crontab(minute=17)},
 }
 
 
@@ -32,8 +35,6 @@ def _slo_schedule(sender, **kwargs):
     from django.conf import settings
 
     sender.conf.beat_schedule.update({
-        # SLI rollups over the traces completed since the last run (until the pipeline runs them as a stage).
-        "slo-rollup-recent": {"task": "slo.rollup_recent", "schedule": settings.SLI_ROLLUP_INTERVAL_SECONDS},
         # The SLO and alert tick: every SLO and alert rule of every project, then the notifications due.
         "slo-evaluate": {"task": "slo.evaluate", "schedule": settings.ALERT_EVAL_INTERVAL_SECONDS},
     })

@@ -226,11 +226,9 @@ TRACE_QUIET_SECONDS = env_float("TRACE_QUIET_SECONDS", 5.0)
 PIPELINE_LEASE_SECONDS = env_float("PIPELINE_LEASE_SECONDS", 30.0)
 RETENTION_BATCH = env_int("RETENTION_BATCH", 5000)
 
-# SLOs and alerts (governance/slo). The evaluation tick's interval; the rollup sweep counts traces
-# completed at least SLI_ROLLUP_DELAY_SECONDS ago, so their analysis and policy evaluation are done.
+# SLOs and alerts (governance/slo). The evaluation tick's interval (SLI rollups are a pipeline stage,
+# run on quiet traces after their analysis and policy evaluation).
 ALERT_EVAL_INTERVAL_SECONDS = env_float("ALERT_EVAL_INTERVAL_SECONDS", 30.0)
-SLI_ROLLUP_INTERVAL_SECONDS = env_float("SLI_ROLLUP_INTERVAL_SECONDS", 10.0)
-SLI_ROLLUP_DELAY_SECONDS = env_float("SLI_ROLLUP_DELAY_SECONDS", 10.0)
 # A recovery is measured from failures at most this far before the success.
 SLI_RECOVERY_HORIZON_MINUTES = env_int("SLI_RECOVERY_HORIZON_MINUTES", 360)
 # Where people reach this Causeway: the links in notifications (generatorURL, externalURL).

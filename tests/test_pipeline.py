@@ -37,7 +37,7 @@ from traces.ingest import spans_store
 from traces.models import Finding, Trace
 from traces.records import make_span
 
-ANALYSIS, POLICIES = STAGES
+ANALYSIS, POLICIES, SLI_ROLLUPS = STAGES
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -124,6 +124,8 @@ def test_the_last_stage_marks_the_traces_analysed(acme):
     stage_run(stage=ANALYSIS, project_id=acme.pk)
     assert set(Trace.objects.values_list("state", flat=True)) == {Trace.State.COMPLETE}
     stage_run(stage=POLICIES, project_id=acme.pk)
+    assert set(Trace.objects.values_list("state", flat=True)) == {Trace.State.COMPLETE}
+    stage_run(stage=SLI_ROLLUPS, project_id=acme.pk)
     assert not StageBatch.objects.exists()
     assert sorted(Trace.objects.filter(state=Trace.State.ANALYSED, analysed_at__isnull=False)
                   .values_list("trace_id", flat=True)) == ids
@@ -137,6 +139,7 @@ def test_a_trace_reopened_by_late_spans_is_not_marked_analysed_by_its_earlier_pa
                      resource_attributes={"service.name": "s"})
     spans_store(project_id=acme.pk, spans=[late])
     stage_run(stage=POLICIES, project_id=acme.pk)
+    stage_run(stage=SLI_ROLLUPS, project_id=acme.pk)
     assert Trace.objects.get().state == Trace.State.OPEN
 
 

@@ -20,6 +20,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from governance.celery import app
+from governance.pipeline.models import StageBatch
 from governance.slo.models import Alert, Notification
 from governance.slo.services import channel_create, rule_create, silence_create, silence_expire
 from tests.otlp_builders import export_request
@@ -69,13 +70,14 @@ def agents_send(live_server, key: str, count: int, *, error: bool) -> None:
 
 
 def pipeline() -> None:
-    """What beat does between ticks: hand quiet traces on (analysis, policies), count them into the SLIs."""
+    """What beat does between ticks: hand quiet traces on; the worker then runs the pipeline's stages
+    (analysis, policies, SLI rollups) one after the other, each queued when the one before commits."""
     run_on_worker("pipeline.sweep")
-    run_on_worker("slo.rollup_recent")
+    wait_for(lambda: not StageBatch.objects.exists(), "the pipeline's stages, SLI rollups last", seconds=60)
 
 
 @pytest.mark.django_db(transaction=True)
-@override_settings(TRACE_QUIET_SECONDS=0.0, SLI_ROLLUP_DELAY_SECONDS=0.0)
+@override_settings(TRACE_QUIET_SECONDS=0.0)
 def test_errors_page_once_resolve_once_and_a_silence_keeps_them_quiet(
         live_server, acme, acme_key, alice, receiver, celery_worker, clock):
     channel_create(project=acme, actor=alice, data={"kind": "webhook", "url": receiver.url, "name": "oncall"})

@@ -1,5 +1,6 @@
 """SLI rollups from stored spans, findings and violations: equal to counting the raw events, idempotent,
-late spans counted when their trace is counted again, window sums over hours and minutes, the sweep."""
+late spans counted when their trace is counted again, window sums over hours and minutes, and run by
+the pipeline as its stage after analysis and policies."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 from django.utils import timezone
 
 from governance.slo.core.sli import NS_PER_MINUTE, Sli, WindowSums, recoveries
-from governance.slo.models import RollupCursor, SliRollup
-from governance.slo.rollups import rollup_sweep, sli_backfill, sli_rollups_recompute, sli_rollups_update
+from governance.slo.models import SliRollup
+from governance.slo.rollups import sli_backfill, sli_rollups_recompute, sli_rollups_update
 from governance.slo.selectors import minute_of, window_sums
 from governance.slo.services import sli_get_or_create
 from policies.services import policy_create, policy_version_activate, violations_record
@@ -251,18 +252,24 @@ def test_minutes_past_retention_keep_their_counts_when_their_spans_are_gone(acme
     assert rollups_expire() == 1 and list(rows(ids["success"])) == [minute]
 
 
-def test_the_sweep_counts_each_trace_completed_since_it_last_ran_once(acme, clock):
+def test_the_pipeline_counts_quiet_traces_into_the_slis_after_their_analysis_and_policies(acme, ledger_policy):
+    from governance.pipeline.models import StageBatch
+    from governance.pipeline.services import quiet_traces_hand_on, stage_run
+    from governance.pipeline.stages import STAGES
+
+    names = [stage.name for stage in STAGES]
+    assert names.index("analysis") < names.index("policies") < names.index("sli_rollups")
     ids = slis_of(acme)
-    spans_store(project_id=acme.pk, spans=[a_span(t, 0, 20) for t in range(1, 7)])
-    rollup_sweep()  # the first run starts its cursor here
-    Trace.objects.update(state=Trace.State.COMPLETE, completed_at=timezone.now())  # one claim: one instant
-    assert rollup_sweep() == 0, "traces completed less than SLI_ROLLUP_DELAY_SECONDS ago wait"
-    clock.shift(timedelta(seconds=30))
-    assert rollup_sweep(limit=4) == 4
-    assert rollup_sweep(limit=4) == 2, "the rest of the traces completed at the same instant"
-    assert rollup_sweep() == 0
-    assert sum(t for _, t, _ in rows(ids["success"]).values()) == 6
-    assert RollupCursor.objects.get(project=acme).last_trace == Trace.objects.order_by("-pk").first().pk
+    spans = world(seed=5, traces=20)
+    spans_store(project_id=acme.pk, spans=spans)
+    quiet_traces_hand_on(quiet_seconds=0)
+    for stage in STAGES:
+        assert stage_run(stage=stage, project_id=acme.pk) >= 0
+    assert not StageBatch.objects.exists()
+    assert set(Trace.objects.values_list("state", flat=True)) == {Trace.State.ANALYSED}
+    for name in ("success", "findings", "violations"):
+        assert rows(ids[name]) == oracle(name, spans, acme), f"{name}: counted after the findings and violations"
+    assert oracle("violations", spans, acme), "the world breaks the ledger policy"
 
 
 def test_a_new_sli_is_counted_over_the_stored_past_as_far_as_its_slo_looks(acme, alice):

@@ -234,16 +234,9 @@ class Notification(models.Model):
 
 
 class Lease(models.Model):
-    """A named claim on periodic work (the evaluation tick, the rollup sweep): one holder at a time."""
+    """A named claim on periodic work (the evaluation tick): one holder at a time."""
 
     name = models.CharField(max_length=64, unique=True)
     holder = models.CharField(max_length=64, blank=True)
     until = models.DateTimeField(null=True, blank=True)
 
-
-class RollupCursor(models.Model):
-    """How far the rollup sweep has counted each project's completed traces (by completed_at)."""
-
-    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="+")
-    completed_until = models.DateTimeField()
-    last_trace = models.BigIntegerField(default=0, help_text="pk of the last trace counted at completed_until")

@@ -25,9 +25,9 @@ from django.utils import timezone
 
 from governance.models import Project
 from governance.slo.core import sli as core
-from governance.slo.models import Lease, RollupCursor, Sli, SliRollup
+from governance.slo.models import Lease, Sli, SliRollup
 from policies.models import Violation
-from traces.models import Finding, FindingSpan, Span, Trace
+from traces.models import Finding, FindingSpan, Span
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ LIVE_FINDINGS = (Finding.Status.OPEN, Finding.Status.ACKNOWLEDGED)
 SPAN_FIELDS = ("trace_id", "span_id", "name", "kind", "service_name", "agent", "start_ns", "end_ns", "status_code",
                "state_op", "state_conflict", "idempotency_key", "idempotency_outcome")
 MERGE_GAP_MINUTES = 5  # touched minutes this close are recounted in one pass (the gap too: it is idempotent)
-SWEEP_TRACES = 5000
 
 
 @lru_cache(maxsize=4096)
@@ -255,7 +254,7 @@ def sli_backfill(*, sli_id: int, seconds: float = 50.0) -> bool:
     return True
 
 
-# --- the interim sweep (until the pipeline runs this stage) --------------------------------------------------
+# --- leases and expiry --------------------------------------------------------------------------------------
 
 
 def lease_claim(name: str, *, seconds: float, holder: str, now: datetime | None = None) -> bool:
@@ -278,24 +277,3 @@ def rollups_expire(*, now: datetime | None = None, batch: int = 20_000) -> int:
     oldest = int((now or timezone.now()).timestamp()) // 60 - ROLLUP_KEEP_DAYS * 1440
     old = list(SliRollup.objects.filter(start__lt=oldest).values_list("pk", flat=True)[:batch])
     return SliRollup.objects.filter(pk__in=old).delete()[0] if old else 0
-
-
-def rollup_sweep(*, now: datetime | None = None, limit: int = SWEEP_TRACES) -> int:
-    """Count the traces completed since the last sweep (at least SLI_ROLLUP_DELAY_SECONDS ago, so their
-    findings and violations are stored), per project with SLIs. Returns traces counted."""
-    now = now or timezone.now()
-    up_to = now - timedelta(seconds=settings.SLI_ROLLUP_DELAY_SECONDS)
-    counted = 0
-    for project_id in Sli.objects.values_list("project_id", flat=True).distinct():
-        cursor, _ = RollupCursor.objects.get_or_create(project_id=project_id, defaults={"completed_until": up_to})
-        # (completed_at, pk) orders the traces: a claim completes hundreds at one instant.
-        traces = list(Trace.objects.filter(
-            Q(completed_at__gt=cursor.completed_until) | Q(completed_at=cursor.completed_until, pk__gt=cursor.last_trace),
-            project_id=project_id, completed_at__lte=up_to).exclude(state=Trace.State.OPEN)
-            .order_by("completed_at", "pk").values_list("pk", "trace_id", "completed_at")[:limit])
-        if not traces:
-            continue
-        sli_rollups_update(project_id=project_id, trace_ids=[t for _, t, _ in traces])
-        RollupCursor.objects.filter(pk=cursor.pk).update(completed_until=traces[-1][2], last_trace=traces[-1][0])
-        counted += len(traces)
-    return counted

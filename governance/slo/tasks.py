@@ -1,37 +1,30 @@
-"""Celery tasks of SLOs and alerts: the rollup sweep and the evaluation tick (beat), sending one
-notification, and counting a new SLI over the stored past. Each takes ids and calls a service."""
+"""Celery tasks of SLOs and alerts: the evaluation tick (beat), sending one notification, counting a
+new SLI over the stored past, and expiring old rollups (beat). Each takes ids and calls a service.
+
+SLI rollups of new traces are not a task here: they are a stage of the post-ingest pipeline
+(governance/pipeline/stages.py, `sli_rollups`), run on quiet traces after their analysis.
+"""
 
 from __future__ import annotations
 
-import uuid
+import time
 
-from celery import shared_task
 from django.conf import settings
 
 from governance.slo.evaluation import evaluate_tick, notification_send, notifications_due
-from governance.slo.rollups import lease_claim, lease_release, rollup_sweep, rollups_expire, sli_backfill
+from governance.slo.rollups import rollups_expire, sli_backfill
+from governance.task_base import RetryPolicy, instrumented_task
 
-ROLLUP_LEASE = "slo-rollup"
-
-
-@shared_task(name="slo.rollup_recent", time_limit=300, soft_time_limit=280, expires=60)
-def rollup_recent() -> int:
-    """Count the SLIs over traces completed since the last run (until the pipeline runs sli_rollups_update
-    as a stage). One run at a time: an overlapping one returns at once."""
-    holder = uuid.uuid4().hex
-    if not lease_claim(ROLLUP_LEASE, seconds=330, holder=holder):
-        return 0
-    try:
-        counted = rollup_sweep()
-        rollups_expire()
-        return counted
-    finally:
-        lease_release(ROLLUP_LEASE, holder=holder)
+# The database or broker briefly gone: try again soon. A webhook's own failures are not retried
+# here but on the Notification row (durable backoff, governance.slo.evaluation.notification_send).
+TRANSIENT_RETRY = RetryPolicy(max_attempts=5, backoff_seconds=2, backoff_max_seconds=60)
 
 
-@shared_task(name="slo.evaluate", time_limit=240, soft_time_limit=220, expires=60)
+@instrumented_task(name="slo.evaluate", queue="control", time_limit=240, soft_time_limit=220, expires=60,
+                   retry=TRANSIENT_RETRY)
 def evaluate() -> int:
-    """The evaluation tick, then a send task for every notification that is due. Returns how many."""
+    """The evaluation tick, then a send task for every notification that is due. Returns how many.
+    A tick that overlaps another does nothing (the tick's lease), so a retry or a late one is harmless."""
     evaluate_tick()
     due = notifications_due()
     for notification_id in due:
@@ -39,15 +32,32 @@ def evaluate() -> int:
     return len(due)
 
 
-@shared_task(name="slo.notify", time_limit=120, soft_time_limit=100, acks_late=True)
+@instrumented_task(name="slo.notify", queue="control", time_limit=120, soft_time_limit=100, retry=TRANSIENT_RETRY)
 def notify(notification_id: int) -> str:
+    """Send one notification; a second run finds it claimed or sent and sends nothing."""
     return notification_send(notification_id=notification_id)
 
 
-@shared_task(name="slo.sli_backfill", time_limit=120, soft_time_limit=100, acks_late=True)
+@instrumented_task(name="slo.sli_backfill", queue="analysis", time_limit=120, soft_time_limit=100,
+                   retry=TRANSIENT_RETRY)
 def sli_backfill_task(sli_id: int) -> bool:
     """Count a new SLI over the stored past; carries on in a fresh task while there is more."""
     done = sli_backfill(sli_id=sli_id, seconds=min(50.0, settings.CELERY_TASK_TIME_LIMIT / 3))
     if not done:
         sli_backfill_task.delay(sli_id)
     return done
+
+
+@instrumented_task(name="slo.rollups_expire", queue="sweep", time_limit=300, soft_time_limit=280, expires=600,
+                   retry=TRANSIENT_RETRY)
+def expire_rollups() -> int:
+    """Delete rollup rows older than the longest SLO window, a batch at a time for at most a minute
+    (the next run goes on). Returns rows deleted."""
+    deadline = time.monotonic() + 60
+    deleted = 0
+    while time.monotonic() < deadline:
+        batch = rollups_expire()
+        deleted += batch
+        if batch == 0:
+            break
+    return deleted
