@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
-from datetime import timedelta
 
 import pytest
 from django.utils import timezone
