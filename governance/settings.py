@@ -234,6 +234,11 @@ SLI_RECOVERY_HORIZON_MINUTES = env_int("SLI_RECOVERY_HORIZON_MINUTES", 360)
 # Where people reach this Causeway: the links in notifications (generatorURL, externalURL).
 EXTERNAL_URL = env_str("EXTERNAL_URL", "http://127.0.0.1:8000").rstrip("/")
 NOTIFY_TIMEOUT_SECONDS = env_float("NOTIFY_TIMEOUT_SECONDS", 10.0)
+# Webhooks to private, loopback and link-local addresses (127.0.0.1, 10.x, 192.168.x, 169.254.x, ::1,
+# ...): allowed where Causeway runs on one machine for its own people (DEBUG, the embedded broker:
+# the receiver is often on the same host); refused otherwise, so a person who may define channels
+# cannot make the server call into its own network (cloud metadata, admin ports).
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", DEBUG or BROKER_IS_EMBEDDED)
 NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 8)
 # E-mail: SMTP when EMAIL_HOST is set; otherwise messages are written to the worker's log.
 EMAIL_HOST = env_str("EMAIL_HOST")

@@ -286,3 +286,53 @@ def test_the_slo_api_is_in_the_openapi_schema(alice, client):
                  "/api/v1/silences/{silence_id}/", "/api/v1/channels/", "/api/v1/channels/{channel_id}/test/",
                  "/api/v1/slis/preview/"):
         assert f"{path}:" in text, path
+
+
+@pytest.mark.parametrize("url", ["ftp://alerts.example/hook", "file:///etc/passwd", "javascript:alert(1)",
+                                 "gopher://alerts.example/", "alerts.example/hook"])
+def test_a_webhook_url_that_is_not_http_or_https_is_a_400(alice, acme, url):
+    response = api_as(alice).post("/api/v1/channels/?project=acme", {"kind": "webhook", "url": url}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "url must be an http or https URL, e.g. https://alerts.example/hook"
+    assert not Channel.objects.exists()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://localhost/hook", "http://[::1]/hook",
+                                 "http://10.1.2.3/hook", "http://192.168.0.7:8080/hook", "http://169.254.169.254/latest",
+                                 "http://[::ffff:127.0.0.1]/hook", "http://0.0.0.0/hook"])
+def test_without_webhook_allow_private_a_webhook_into_the_servers_own_network_is_refused(alice, acme, url, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    response = api_as(alice).post("/api/v1/channels/?project=acme", {"kind": "webhook", "url": url}, format="json")
+    assert response.status_code == 400
+    assert "private, loopback or link-local address" in response.json()["error"]["message"]
+    assert "WEBHOOK_ALLOW_PRIVATE" in response.json()["error"]["message"]
+    public = {"kind": "webhook", "url": "https://203.0.113.9/hook"}  # documentation range, counted global
+    assert api_as(alice).post("/api/v1/channels/?project=acme", public, format="json").status_code in (201, 400)
+
+
+def test_a_channel_made_while_private_addresses_were_allowed_is_not_sent_to_once_they_are_not(
+        alice, acme, receiver, settings):
+    channel = created(api_as(alice), "channels/", {"kind": "webhook", "url": receiver.url})
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    response = api_as(alice).post(f"/api/v1/channels/{channel['id']}/test/")
+    assert response.status_code == 502 and "private, loopback" in response.json()["error"]["message"]
+    assert receiver.received == [], "nothing was sent"
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("slos/", {**BILLING, "objectiv": 0.99}, "objectiv"),
+    ("slos/", {**BILLING, "objective": "0.999"}, "objective"),
+    ("slos/", {**BILLING, "sli": {"kind": "success", "mach": {}}}, "sli"),
+    ("slos/", {**BILLING, "tiers": {"ticket": {"enabled": "yes"}}}, "tiers"),
+    ("slos/", {**BILLING, "labels": {"team": 5}}, "labels"),
+    ("slos/", {**BILLING, "window": 1.5}, "window"),
+    ("alert-rules/", {"name": "r", "sli": {"kind": "success"}, "metric": "bad_ratio", "op": ">", "threshold": 0.5,
+                      "window": "5m", "fo": "1m"}, "fo"),
+    ("silences/", {"matchers": ['a="b"'], "comment": "c", "duration": "1h", "creator": "me"}, "creator"),
+    ("channels/", {"kind": "email", "to": ["a@example.com"], "enabled": "true"}, "enabled"),
+    ("channels/", {"kind": "email", "to": ["a@example.com", 7]}, "to"),
+])
+def test_bodies_take_only_their_fields_each_of_its_json_type(alice, acme, path, body, field):
+    response = api_as(alice).post(f"/api/v1/{path}?project=acme", body, format="json")
+    assert response.status_code == 400, response.json()
+    assert field in response.json()["error"]["fields"]

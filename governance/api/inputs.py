@@ -36,22 +36,39 @@ def _json_type(field) -> tuple[tuple[type, ...], str] | None:
     return None
 
 
+def _type_error(field, value) -> str | None:
+    """What is wrong with the JSON type of `value` for `field` (the items of lists and objects
+    too), or None."""
+    if value is None:
+        return None
+    if isinstance(field, (serializers.ListField, serializers.DictField)):
+        items = value if isinstance(value, list) else value.values() if isinstance(value, dict) else ()
+        for item in items:
+            problem = _type_error(field.child, item)
+            if problem:
+                return f"each item {problem}"
+        return None
+    expected = _json_type(field)
+    if expected is None:
+        return None
+    types, label = expected
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        return f"must be {label}"
+    return None
+
+
 class JsonBody(serializers.Serializer):
     """A JSON request body as the schema states it: only its fields (DRF alone ignores others,
     so a misspelt "if_activ" would silently drop a guard), each of its JSON type (DRF alone
-    takes 5 for "5" and "5" for 5)."""
+    takes 5 for "5" and "5" for 5). Nested bodies that are JsonBody hold to it as well."""
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
             errors = {name: ["unknown field"] for name in data if name not in self.fields}
             for name, field in self.fields.items():
-                value = data.get(name)
-                expected = _json_type(field)
-                if value is None or expected is None or field.read_only:
-                    continue
-                types, label = expected
-                if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-                    errors[name] = [f"must be {label}"]
+                problem = None if field.read_only else _type_error(field, data.get(name))
+                if problem:
+                    errors[name] = [problem]
             if errors:
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)

@@ -41,6 +41,26 @@ BODY_ERRORS = {
 }
 
 
+def _closed(schema, schemas: dict, *, seen: set) -> None:
+    """Request bodies and the objects nested in them take no field they do not name."""
+    if isinstance(schema, list):
+        for item in schema:
+            _closed(item, schemas, seen=seen)
+        return
+    if not isinstance(schema, dict):
+        return
+    ref = schema.get("$ref", "")
+    if ref and ref not in seen:
+        seen.add(ref)
+        component = schemas[ref.rsplit("/", 1)[1]]
+        if component.get("type") == "object" and "properties" in component:
+            component["additionalProperties"] = False
+        _closed(component, schemas, seen=seen)
+    for value in schema.values():
+        if isinstance(value, (dict, list)):
+            _closed(value, schemas, seen=seen)
+
+
 def add_error_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: the error responses of every operation, in the error
     shape; request bodies take no field they do not name (governance.api.inputs.JsonBody)."""
@@ -51,8 +71,7 @@ def add_error_responses(result, generator, request, public):
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
-            if "$ref" in body:
-                schemas[body["$ref"].rsplit("/", 1)[1]]["additionalProperties"] = False
+            _closed(body, schemas, seen=set())
             errors = ERRORS | (BODY_ERRORS if method in ("post", "put", "patch") else {})
             responses = operation.setdefault("responses", {})
             for status, description in errors.items():

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.api.errors import ErrorOutput, error_response
+from governance.api.inputs import JsonBody, ProjectQuery, query, query_project
 from governance.selectors import project_for_user
 from governance.services import client_address
 from governance.slo.selectors import (
@@ -69,18 +70,11 @@ from governance.slo.services import (
     slos_export_openslo,
     slos_import_openslo,
 )
-from governance.api.inputs import ProjectQuery
 
 MAX_OPENSLO_BYTES = 1_000_000
 NOT_YOURS = {403: OpenApiResponse(ErrorOutput, description="your role does not allow this"),
              404: OpenApiResponse(ErrorOutput, description="not among your projects")}
 CONFLICT = {409: OpenApiResponse(ErrorOutput, description="conflict: the name is taken")}
-
-
-def _project(request):
-    query = ProjectQuery(data=request.query_params)
-    query.is_valid(raise_exception=True)
-    return project_for_user(user=request.user, slug=query.validated_data.get("project"))
 
 
 class SloApiView(APIView):
@@ -112,13 +106,13 @@ class SloListApi(SloApiView, ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return slos_for_project(project=_project(self.request)).select_related("project").prefetch_related("alerts")
+        return slos_for_project(project=query_project(self.request)).select_related("project").prefetch_related("alerts")
 
     @extend_schema(parameters=[ProjectQuery], request=SloInput, responses={201: SloOutput, **NOT_YOURS, **CONFLICT},
                    description="Define an SLO (approver). Its burn-rate alerts follow the SRE Workbook's tiers, each "
                                "of which can be turned off or given another factor or `for`.")
     def post(self, request, *args, **kwargs):
-        project = _project(request)
+        project = query_project(request)
         data = SloInput(data=request.data)
         data.is_valid(raise_exception=True)
         slo = slo_create(project=project, data=data.service_data(), actor=request.user, address=client_address(request))
@@ -186,6 +180,10 @@ spec:
 """
 
 
+# What an OpenSLO upload may be sent as (curl --data-binary @slo.yaml -H 'Content-Type: application/yaml').
+OPENSLO_MEDIA_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/plain")
+
+
 class OpenSloApi(SloApiView):
     parser_classes = [YamlParser, XYamlParser, TextParser]
 
@@ -193,19 +191,19 @@ class OpenSloApi(SloApiView):
                    description="Every SLO of the project as OpenSLO v1 YAML: per SLO its SLI, an AlertCondition and "
                                "AlertPolicy per burn-rate tier that is on, and the SLO.")
     def get(self, request):
-        project = _project(request)
+        project = query_project(request)
         response = HttpResponse(slos_export_openslo(project=project), content_type="application/yaml; charset=utf-8")
         response["Content-Disposition"] = f'inline; filename="{project.slug}-slos.yaml"'
         return response
 
-    @extend_schema(parameters=[ProjectQuery], request={"application/yaml": OpenApiTypes.STR},
+    @extend_schema(parameters=[ProjectQuery], request={media: OpenApiTypes.STR for media in OPENSLO_MEDIA_TYPES},
                    responses={200: OpenSloResultOutput, 400: OpenApiResponse(ErrorOutput, description="what is wrong, "
                               "naming the document"), **NOT_YOURS},
                    examples=[OpenApiExample("an SLO with its SLI inline", value=OPENSLO_EXAMPLE, request_only=True)],
                    description="Create or update (by metadata.name) the SLOs of an OpenSLO v1 upload: one or more YAML "
                                "documents of kinds SLO, SLI, AlertPolicy and AlertCondition. All or nothing. Approver.")
     def post(self, request):
-        project = _project(request)
+        project = query_project(request)
         if not isinstance(request.data, str):
             raise ParseError("send the OpenSLO YAML as the body, with Content-Type application/yaml")
         result = slos_import_openslo(project=project, text=request.data, actor=request.user,
@@ -213,7 +211,7 @@ class OpenSloApi(SloApiView):
         return Response(OpenSloResultOutput(result).data)
 
 
-class SliPreviewInput(serializers.Serializer):
+class SliPreviewInput(JsonBody):
     sli = SliInput()
     hours = serializers.IntegerField(required=False, default=72, min_value=1, max_value=14 * 24)
 
@@ -240,7 +238,7 @@ class SliPreviewApi(SloApiView):
                    description="The SLI per hour over the last `hours`, counted from the stored spans (nothing is "
                                "saved): the live preview of the define-SLO form. Any member.")
     def post(self, request):
-        project = _project(request)
+        project = query_project(request)
         data = SliPreviewInput(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(SliPreviewOutput(sli_preview(project=project, spec=data.validated_data["sli"],
@@ -258,7 +256,7 @@ class AlertRuleListApi(SloApiView, ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return rules_for_project(project=_project(self.request)).select_related("project")
+        return rules_for_project(project=query_project(self.request)).select_related("project")
 
     @extend_schema(parameters=[ProjectQuery], request=AlertRuleInput,
                    responses={201: AlertRuleOutput, **NOT_YOURS, **CONFLICT},
@@ -268,7 +266,7 @@ class AlertRuleListApi(SloApiView, ListAPIView):
                        "metric": "count", "op": ">", "threshold": 0, "window": "5m"})],
                    description="A threshold on one metric of an SLI over a window, with a `for` (approver).")
     def post(self, request, *args, **kwargs):
-        project = _project(request)
+        project = query_project(request)
         data = AlertRuleInput(data=request.data)
         data.is_valid(raise_exception=True)
         rule = rule_create(project=project, data=data.service_data(), actor=request.user,
@@ -310,7 +308,7 @@ class AlertListApi(SloApiView, ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        filters = AlertFilter(data=self.request.query_params)
+        filters = AlertFilter(data=query(self.request))
         filters.is_valid(raise_exception=True)
         self.project = project_for_user(user=self.request.user, slug=filters.validated_data.get("project"))
         return alerts_for_project(project=self.project, state=filters.validated_data.get("state", ""),
@@ -354,7 +352,7 @@ class SilenceListApi(SloApiView, ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return silences_for_project(project=_project(self.request))
+        return silences_for_project(project=query_project(self.request))
 
     @extend_schema(parameters=[ProjectQuery], request=SilenceInput, responses={201: SilenceOutput, **NOT_YOURS},
                    examples=[OpenApiExample("a deploy", request_only=True, value={
@@ -362,7 +360,7 @@ class SilenceListApi(SloApiView, ListAPIView):
                        "duration": "2h", "comment": "billing deploy, INC-42"})],
                    description="Silence alerts whose labels match every matcher (operator).")
     def post(self, request, *args, **kwargs):
-        project = _project(request)
+        project = query_project(request)
         data = SilenceInput(data=request.data)
         data.is_valid(raise_exception=True)
         silence = silence_create(project=project, actor=request.user, address=client_address(request),
@@ -390,7 +388,7 @@ class ChannelListApi(SloApiView, ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return channels_for_project(project=_project(self.request))
+        return channels_for_project(project=query_project(self.request))
 
     @extend_schema(parameters=[ProjectQuery], request=ChannelInput, responses={201: ChannelOutput, **NOT_YOURS},
                    examples=[OpenApiExample("webhook", request_only=True,
@@ -400,7 +398,7 @@ class ChannelListApi(SloApiView, ListAPIView):
                    description="A notification channel (approver): a webhook receiving the Alertmanager webhook "
                                "payload (version 4), or e-mail through Django's e-mail backend.")
     def post(self, request, *args, **kwargs):
-        project = _project(request)
+        project = query_project(request)
         data = ChannelInput(data=request.data)
         data.is_valid(raise_exception=True)
         channel = channel_create(project=project, data=data.service_data(), actor=request.user,

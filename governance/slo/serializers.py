@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from governance.api.inputs import JsonBody, ProjectQuery
 from governance.slo.core.alerts import OPS, Matcher
 from governance.slo.core.burn import TIER_BY_NAME
 from governance.slo.core.durations import format_duration, parse_duration
 from governance.slo.core.sli import METRICS, SLI_KINDS, Sli, SliError
 from governance.slo.models import Alert, AlertRule, Channel, Silence, Slo
 
+DURATION_PATTERN = r"^[0-9]+[smhdw]$"
 
-@extend_schema_field(OpenApiTypes.STR)
+
+@extend_schema_field({"oneOf": [{"type": "string", "pattern": DURATION_PATTERN},
+                                {"type": "integer", "minimum": 0, "maximum": 10**9}]})
 class DurationField(serializers.Field):
     """A duration as "5m", "6h", "28d" (or whole seconds); given back in seconds as `<name>_seconds`."""
 
@@ -27,6 +31,17 @@ class DurationField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
+        # Exactly the two JSON shapes the schema states: no 1.5, no " 5m", no true.
+        if isinstance(data, bool) or not isinstance(data, (str, int)):
+            self.fail("invalid", message=f'{self.field_name} must be a duration such as "5m" or whole seconds')
+        if isinstance(data, int) and data > 10**9:
+            self.fail("invalid", message=f"{self.field_name} is over 10^9 seconds")
+        if isinstance(data, str) and not re.fullmatch(DURATION_PATTERN[1:-1], data):
+            try:
+                parse_duration(data, what=self.field_name)  # its message says what is wrong
+            except ValueError as exc:
+                self.fail("invalid", message=str(exc))
+            self.fail("invalid", message=f"{self.field_name} {data!r}: write a whole number and one of s, m, h, d, w")
         try:
             return parse_duration(data, what=self.field_name)
         except ValueError as exc:
@@ -36,7 +51,7 @@ class DurationField(serializers.Field):
         return format_duration(value)
 
 
-class SliInput(serializers.Serializer):
+class SliInput(JsonBody):
     kind = serializers.ChoiceField(choices=list(SLI_KINDS))
     match = serializers.DictField(required=False, default=dict, help_text=(
         "spans: service, agent, name, span_kind (globs allowed), attributes and resource "
@@ -67,13 +82,13 @@ class SliOutput(serializers.Serializer):
         return Sli.parse(sli.definition).describe()
 
 
-class TierInput(serializers.Serializer):
+class TierInput(JsonBody):
     enabled = serializers.BooleanField(required=False)
     factor = serializers.FloatField(required=False, min_value=0.001, max_value=1000)
     for_seconds = serializers.IntegerField(required=False, min_value=0, max_value=86400)
 
 
-class SloInput(serializers.Serializer):
+class SloInput(JsonBody):
     name = serializers.CharField(max_length=100, help_text="lowercase letters, digits, -, . and _")
     display_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
@@ -138,7 +153,7 @@ class OpenSloResultOutput(serializers.Serializer):
     skipped = serializers.ListField(child=serializers.CharField(), help_text="documents of kinds not imported")
 
 
-class AlertRuleInput(serializers.Serializer):
+class AlertRuleInput(JsonBody):
     name = serializers.CharField(max_length=100, help_text="the alertname label of its alerts")
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
     sli = SliInput()
@@ -180,8 +195,7 @@ class AlertRuleOutput(serializers.ModelSerializer):
         return format_duration(rule.window_seconds)
 
 
-class AlertFilter(serializers.Serializer):
-    project = serializers.SlugField(required=False)
+class AlertFilter(ProjectQuery):
     state = serializers.ChoiceField(choices=Alert.State.choices, required=False, allow_blank=True,
                                     help_text="firing, pending, resolved or inactive; default the first three")
     fingerprint = serializers.RegexField(r"^[0-9a-f]{16}$", required=False, allow_blank=True)
@@ -220,11 +234,11 @@ class AlertOutput(serializers.ModelSerializer):
         return [{"trace_id": t, "span_id": s, "url": f"/p/{slug}/traces/{t}/?span={s}"} for t, s in alert.evidence]
 
 
-class AcknowledgeInput(serializers.Serializer):
+class AcknowledgeInput(JsonBody):
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
 
 
-class SilenceInput(serializers.Serializer):
+class SilenceInput(JsonBody):
     matchers = serializers.ListField(child=serializers.JSONField(), min_length=1, help_text=(
         'label matchers, each "name=value", "name!=value", "name=~regex", "name!~regex" or {name, op, value}'))
     comment = serializers.CharField(max_length=500)
@@ -257,7 +271,7 @@ class SilenceOutput(serializers.ModelSerializer):
         return "expired" if silence.ends_at <= now else "active" if silence.starts_at <= now else "pending"
 
 
-class ChannelInput(serializers.Serializer):
+class ChannelInput(JsonBody):
     kind = serializers.ChoiceField(choices=Channel.Kind.values)
     name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="",
                                  help_text="the receiver name in notifications; default the URL's host or first address")

@@ -21,6 +21,7 @@ from governance.slo.core.burn import check_objective, check_window, tiers_clean
 from governance.slo.core.openslo import check_name, dump_openslo, parse_openslo
 from governance.slo.core.sli import Sli as CoreSli
 from governance.slo.models import Alert, AlertRule, Channel, Silence, Sli, Slo
+from governance.slo.transports import webhook_url_problem
 
 DEFINE_ROLE = Role.APPROVER  # SLOs, alert rules, channels
 RESPOND_ROLE = Role.OPERATOR  # acknowledge, silence, test a channel
@@ -312,7 +313,10 @@ def channel_clean(data: dict) -> dict:
         try:
             URLValidator(schemes=["http", "https"])(url)
         except DjangoValidationError:
-            raise ValueError("url must be an http or https URL") from None
+            raise ValueError("url must be an http or https URL, e.g. https://alerts.example/hook") from None
+        problem = webhook_url_problem(url, resolve=True)
+        if problem:
+            raise ValueError(problem)
         clean["url"] = url
     else:
         to = data.get("to")

@@ -10,8 +10,11 @@ notification is then tried again later (governance.slo.evaluation.notification_s
 
 from __future__ import annotations
 
+import ipaddress
 import smtplib
+import socket
 import time
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -28,10 +31,52 @@ class TransportError(Exception):
         self.permanent = permanent
 
 
+def _private(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def webhook_url_problem(url: str, *, resolve: bool) -> str:
+    """Why Causeway will not POST to `url`, or "": only http(s), and unless WEBHOOK_ALLOW_PRIVATE no
+    private, loopback, link-local or otherwise non-public address, given as such or (with `resolve`)
+    what the host name resolves to now."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "url must be an http or https URL, e.g. https://alerts.example/hook"
+    if settings.WEBHOOK_ALLOW_PRIVATE:
+        return ""
+    host = parts.hostname
+    try:
+        addresses = [host] if _is_address(host) else []
+        if not addresses and resolve:
+            addresses = [info[4][0] for info in socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)]
+    except (socket.gaierror, UnicodeError):
+        return ""  # not resolvable now: sending fails (transiently) until it is
+    if host.rstrip(".").lower() == "localhost" or host.lower().endswith(".localhost") \
+            or any(_private(a) for a in addresses):
+        return (f"{host} is a private, loopback or link-local address: this server does not send webhooks into "
+                "its own network (WEBHOOK_ALLOW_PRIVATE=true allows it)")
+    return ""
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 def http_post_json(url: str, body: dict, *, timeout: float | None = None) -> None:
     """POST JSON; retries connection errors, timeouts, 408, 429 and 5xx with backoff. Redirects are not
-    followed (a webhook that moved is a configuration to fix, not a transient failure)."""
+    followed (a webhook that moved is a configuration to fix, not a transient failure), and a URL
+    whose host is (or now resolves to) a private address is refused unless WEBHOOK_ALLOW_PRIVATE."""
     timeout = timeout or settings.NOTIFY_TIMEOUT_SECONDS
+    problem = webhook_url_problem(url, resolve=True)
+    if problem:
+        raise TransportError(problem, permanent=True)
     error = None
     for pause in (*QUICK_RETRIES, None):
         try:
