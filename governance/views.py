@@ -32,6 +32,31 @@ def page_project(request, slug):
     return project
 
 
+def page_object(request, slug, model, pk):
+    """(project, the project's `model` row `pk`) for a page, or 404."""
+    project = page_project(request, slug)
+    return project, get_object_or_404(model, project=project, pk=pk)
+
+
+def page_allows(request, role) -> bool:
+    """Whether the person's role in the page's project (set by page_project) allows `role`'s actions."""
+    return request.membership is not None and request.membership.allows(role)
+
+
+def page_action(request, act, *, done: str, already: str) -> None:
+    """Run a person's change from a page and say how it went, on the next page: `done`, `already` when
+    `act()` answers False (someone got there first), or why it was refused (role, bad input)."""
+    try:
+        changed = act()
+    except (PermissionDenied, ValueError) as exc:
+        messages.error(request, str(exc))
+        return
+    if changed:
+        messages.success(request, done)
+    else:
+        messages.info(request, already)
+
+
 def login_locked_out(request, original_response=None, credentials=None):
     """What django-axes answers once an account or address is locked out: say so, and for how long."""
     return render(request, "registration/locked_out.html", {

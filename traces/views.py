@@ -3,19 +3,18 @@ import hashlib
 from functools import lru_cache
 
 import plotly
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, HttpResponseNotModified
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from governance.models import Role
-from governance.services import PermissionDenied, client_address
-from governance.views import page_project
+from governance.services import client_address
+from governance.views import page_action, page_allows, page_object, page_project
 from policies.selectors import violations_search
 from traces.analysis import KINDS
 from traces.models import Finding
@@ -174,22 +173,17 @@ def finding_list(request, slug):
         "project": project, "page": page, "rows": [finding_dict(f, slug) | {"obj": f} for f in page],
         "filters": request.GET, "errors": filters.errors if not valid else {}, "kinds": KINDS,
         "statuses": Finding.Status.values, "query": query.urlencode(),
-        "can_acknowledge": request.membership is not None and request.membership.allows(Role.OPERATOR),
+        "can_acknowledge": page_allows(request, Role.OPERATOR),
     })
 
 
 @login_required
 @require_POST
 def finding_acknowledge_view(request, slug, finding_id):
-    project = page_project(request, slug)
-    finding = get_object_or_404(Finding, project=project, pk=finding_id)
-    try:
-        if finding_acknowledge(finding=finding, actor=request.user, address=client_address(request)):
-            messages.success(request, f"Finding {finding.pk} ({finding.kind}) acknowledged.")
-        else:
-            messages.info(request, f"Finding {finding.pk} was already acknowledged.")
-    except (PermissionDenied, ValueError) as exc:
-        messages.error(request, str(exc))
+    _, finding = page_object(request, slug, Finding, finding_id)
+    page_action(request, lambda: finding_acknowledge(finding=finding, actor=request.user, address=client_address(request)),
+                done=f"Finding {finding.pk} ({finding.kind}) acknowledged.",
+                already=f"Finding {finding.pk} was already acknowledged.")
     target = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
         target = reverse("finding-list", args=[slug])

@@ -49,6 +49,6 @@ class ErrorDetailOutput(serializers.Serializer):
 
 
 class ErrorOutput(serializers.Serializer):
-    """The one error shape, for responses an operation documents itself (409, 502, ...)."""
+    """The one error shape, for responses an operation documents itself (409, ...)."""
 
     error = ErrorDetailOutput()

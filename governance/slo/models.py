@@ -50,39 +50,45 @@ class SliRollup(models.Model):
         constraints = [models.UniqueConstraint(fields=["sli", "width", "start"], name="sli_rollup_once")]
 
 
-class Slo(models.Model):
+class SliBased(models.Model):
+    """What an SLO and an alert rule share: a named definition on an SLI of a project, its labels, the
+    last evaluation and who made it."""
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=100)
-    display_name = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
-    service = models.CharField(max_length=200, blank=True)
     labels = models.JSONField(default=dict, blank=True)
-    sli = models.ForeignKey(Sli, on_delete=models.PROTECT, related_name="slos")
-    objective = models.FloatField(help_text="share of good events, e.g. 0.999")
-    window_seconds = models.PositiveIntegerField(help_text="rolling window, 1h to 90d")
-    tiers = models.JSONField(help_text="burn-rate tiers: {name: {enabled, factor, for_seconds}}")
-    status = models.JSONField(default=dict, blank=True, help_text="the last evaluation (core.burn.SloStatus)")
     evaluated_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        abstract = True
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["project", "name"], name="slo_name_unique")]
 
     def __str__(self):
         return self.name
 
 
-class AlertRule(models.Model):
+class Slo(SliBased):
+    display_name = models.CharField(max_length=200, blank=True)
+    service = models.CharField(max_length=200, blank=True)
+    sli = models.ForeignKey(Sli, on_delete=models.PROTECT, related_name="slos")
+    objective = models.FloatField(help_text="share of good events, e.g. 0.999")
+    window_seconds = models.PositiveIntegerField(help_text="rolling window, 1h to 90d")
+    tiers = models.JSONField(help_text="burn-rate tiers: {name: {enabled, factor, for_seconds}}")
+    status = models.JSONField(default=dict, blank=True, help_text="the last evaluation (core.burn.SloStatus)")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta(SliBased.Meta):
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="slo_name_unique")]
+
+
+class AlertRule(SliBased):
     """A threshold on one metric of an SLI over a window, e.g. conflict rate > 0.2 over 10 minutes,
     true for `for_seconds` before it fires."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    name = models.CharField(max_length=100)
-    description = models.TextField(blank=True)
     sli = models.ForeignKey(Sli, on_delete=models.PROTECT, related_name="rules")
     metric = models.CharField(max_length=16)
     op = models.CharField(max_length=2)
@@ -90,20 +96,11 @@ class AlertRule(models.Model):
     window_seconds = models.PositiveIntegerField()
     for_seconds = models.PositiveIntegerField(default=0)
     severity = models.CharField(max_length=32, default="page")
-    labels = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
     status = models.JSONField(default=dict, blank=True, help_text="the last evaluation: {value, active}")
-    evaluated_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
-        ordering = ["name"]
+    class Meta(SliBased.Meta):
         constraints = [models.UniqueConstraint(fields=["project", "name"], name="alert_rule_name_unique")]
-
-    def __str__(self):
-        return self.name
 
 
 class Alert(models.Model):

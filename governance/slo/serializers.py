@@ -304,3 +304,4 @@ class ChannelOutput(serializers.ModelSerializer):
 
 class ChannelTestOutput(serializers.Serializer):
     delivered = serializers.BooleanField()
+    error = serializers.CharField(allow_blank=True, help_text="what the receiver or mail server said; empty when delivered")

@@ -78,36 +78,54 @@ def _user_labels(labels) -> dict:
     return labels
 
 
-def slo_create(*, project: Project, data: dict, actor, address=None) -> Slo:
-    role_require(user=actor, project=project, role=DEFINE_ROLE)
-    clean, compiled = slo_clean(data)
+def _sli_based_create(*, model, project: Project, clean: dict, compiled: CoreSli, actor, address, action: str,
+                      detail, what: str, via: dict | None = None):
+    """Create an SLO or an alert rule on its (shared) SLI, audited; a taken name is SloConflict. The caller
+    checked the role (before the data, so a viewer is told 403, not what is wrong with the data)."""
     try:
         with transaction.atomic():
             sli = sli_get_or_create(project=project, spec=compiled.document(), compiled=compiled)
-            slo = Slo.objects.create(project=project, sli=sli, created_by=actor, **clean)
-            audit_record(project=project, actor=actor, action="slo.create", obj_type="slo", obj_id=slo.pk,
-                         detail=_audit_detail(slo), address=address)
+            obj = model.objects.create(project=project, sli=sli, created_by=actor, **clean)
+            audit_record(project=project, actor=actor, action=action, obj_type=action.split(".")[0], obj_id=obj.pk,
+                         detail={**detail(obj), **(via or {})}, address=address)
     except IntegrityError:
-        raise SloConflict(f"project {project.slug} already has an SLO named {clean['name']!r}") from None
-    return slo
+        raise SloConflict(f"project {project.slug} already has {what} named {clean['name']!r}") from None
+    return obj
+
+
+def _sli_based_update(*, obj, clean: dict, compiled: CoreSli, actor, address, action: str, detail, what: str,
+                      via: dict | None = None):
+    """Replace the definition of an SLO or alert rule under a row lock, audited with before and after."""
+    project = obj.project
+    try:
+        with transaction.atomic():
+            locked = type(obj).objects.select_for_update().get(pk=obj.pk)
+            before = detail(locked)
+            locked.sli = sli_get_or_create(project=project, spec=compiled.document(), compiled=compiled)
+            for field, value in clean.items():
+                setattr(locked, field, value)
+            locked.save()
+            audit_record(project=project, actor=actor, action=action, obj_type=action.split(".")[0], obj_id=obj.pk,
+                         detail={"before": before, "after": detail(locked), **(via or {})}, address=address)
+    except IntegrityError:
+        raise SloConflict(f"project {project.slug} already has {what} named {clean['name']!r}") from None
+    return locked
+
+
+def slo_create(*, project: Project, data: dict, actor, address=None) -> Slo:
+    role_require(user=actor, project=project, role=DEFINE_ROLE)
+    return _sli_based_create(model=Slo, project=project, **_slo_definition(data), actor=actor, address=address,
+                             action="slo.create")
 
 
 def slo_update(*, slo: Slo, data: dict, actor, address=None) -> Slo:
     role_require(user=actor, project=slo.project, role=DEFINE_ROLE)
+    return _sli_based_update(obj=slo, **_slo_definition(data), actor=actor, address=address, action="slo.update")
+
+
+def _slo_definition(data: dict) -> dict:
     clean, compiled = slo_clean(data)
-    try:
-        with transaction.atomic():
-            locked = Slo.objects.select_for_update().get(pk=slo.pk)
-            before = _audit_detail(locked)
-            locked.sli = sli_get_or_create(project=slo.project, spec=compiled.document(), compiled=compiled)
-            for field, value in clean.items():
-                setattr(locked, field, value)
-            locked.save()
-            audit_record(project=slo.project, actor=actor, action="slo.update", obj_type="slo", obj_id=slo.pk,
-                         detail={"before": before, "after": _audit_detail(locked)}, address=address)
-    except IntegrityError:
-        raise SloConflict(f"project {slo.project.slug} already has an SLO named {clean['name']!r}") from None
-    return locked
+    return {"clean": clean, "compiled": compiled, "detail": _audit_detail, "what": "an SLO"}
 
 
 def slo_delete(*, slo: Slo, actor, address=None) -> None:
@@ -141,27 +159,19 @@ def slos_import_openslo(*, project: Project, text: str, actor, address=None) -> 
         for data in slos:
             clean, compiled = slo_clean(data)
             existing = Slo.objects.select_for_update().filter(project=project, name=clean["name"]).first()
-            if existing is None:
-                sli = sli_get_or_create(project=project, spec=compiled.document(), compiled=compiled)
-                slo = Slo.objects.create(project=project, sli=sli, created_by=actor, **clean)
-                result["created"].append(slo.pk)
-                action, detail = "slo.create", _audit_detail(slo)
-            elif slo_document(existing) == {**clean, "sli": compiled.document()}:
+            if existing is not None and slo_document(existing) == {**clean, "sli": compiled.document()}:
                 result["unchanged"].append(existing.pk)
                 result["ids"].append(existing.pk)
                 continue
+            common = {"clean": clean, "compiled": compiled, "actor": actor, "address": address,
+                      "detail": _audit_detail, "what": "an SLO", "via": {"via": "openslo"}}
+            if existing is None:
+                slo = _sli_based_create(model=Slo, project=project, action="slo.create", **common)
+                result["created"].append(slo.pk)
             else:
-                before = _audit_detail(existing)
-                existing.sli = sli_get_or_create(project=project, spec=compiled.document(), compiled=compiled)
-                for field, value in clean.items():
-                    setattr(existing, field, value)
-                existing.save()
-                slo = existing
+                slo = _sli_based_update(obj=existing, action="slo.update", **common)
                 result["updated"].append(slo.pk)
-                action, detail = "slo.update", {"before": before, "after": _audit_detail(slo)}
             result["ids"].append(slo.pk)
-            audit_record(project=project, actor=actor, action=action, obj_type="slo", obj_id=slo.pk,
-                         detail={**detail, "via": "openslo"}, address=address)
     return result
 
 
@@ -197,35 +207,27 @@ def rule_clean(data: dict) -> tuple[dict, CoreSli]:
             "enabled": bool(data.get("enabled", True))}, compiled
 
 
+def _rule_detail(rule: AlertRule) -> dict:
+    return {"name": rule.name, "metric": rule.metric, "op": rule.op, "threshold": rule.threshold,
+            "window_seconds": rule.window_seconds, "for_seconds": rule.for_seconds, "severity": rule.severity,
+            "labels": rule.labels, "enabled": rule.enabled, "sli": rule.sli.definition}
+
+
 def rule_create(*, project: Project, data: dict, actor, address=None) -> AlertRule:
     role_require(user=actor, project=project, role=DEFINE_ROLE)
-    clean, compiled = rule_clean(data)
-    try:
-        with transaction.atomic():
-            sli = sli_get_or_create(project=project, spec=compiled.document(), compiled=compiled)
-            rule = AlertRule.objects.create(project=project, sli=sli, created_by=actor, **clean)
-            audit_record(project=project, actor=actor, action="alert_rule.create", obj_type="alert_rule",
-                         obj_id=rule.pk, detail={**clean, "sli": sli.definition}, address=address)
-    except IntegrityError:
-        raise SloConflict(f"project {project.slug} already has an alert rule named {clean['name']!r}") from None
-    return rule
+    return _sli_based_create(model=AlertRule, project=project, **_rule_definition(data), actor=actor, address=address,
+                             action="alert_rule.create")
 
 
 def rule_update(*, rule: AlertRule, data: dict, actor, address=None) -> AlertRule:
     role_require(user=actor, project=rule.project, role=DEFINE_ROLE)
+    return _sli_based_update(obj=rule, **_rule_definition(data), actor=actor, address=address,
+                             action="alert_rule.update")
+
+
+def _rule_definition(data: dict) -> dict:
     clean, compiled = rule_clean(data)
-    try:
-        with transaction.atomic():
-            locked = AlertRule.objects.select_for_update().get(pk=rule.pk)
-            locked.sli = sli_get_or_create(project=rule.project, spec=compiled.document(), compiled=compiled)
-            for field, value in clean.items():
-                setattr(locked, field, value)
-            locked.save()
-            audit_record(project=rule.project, actor=actor, action="alert_rule.update", obj_type="alert_rule",
-                         obj_id=rule.pk, detail={**clean, "sli": locked.sli.definition}, address=address)
-    except IntegrityError:
-        raise SloConflict(f"project {rule.project.slug} already has an alert rule named {clean['name']!r}") from None
-    return locked
+    return {"clean": clean, "compiled": compiled, "detail": _rule_detail, "what": "an alert rule"}
 
 
 def rule_delete(*, rule: AlertRule, actor, address=None) -> None:

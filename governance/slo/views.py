@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from governance.models import Role
 from governance.services import PermissionDenied, client_address
-from governance.slo import charts
+from governance.slo import charts, services
 from governance.slo.core.alerts import Matcher
 from governance.slo.core.burn import TIERS, default_tiers, tier_windows
 from governance.slo.core.durations import format_duration, parse_duration
@@ -35,36 +35,25 @@ from governance.slo.selectors import (
     sli_series,
     slos_for_project,
 )
-from governance.slo.services import (
-    SloConflict,
-    alert_acknowledge,
-    channel_create,
-    channel_delete,
-    channel_test,
-    rule_create,
-    rule_delete,
-    silence_create,
-    silence_expire,
-    slo_create,
-    slo_delete,
-    slo_update,
-    slos_import_openslo,
-)
-from governance.views import page_project
+from governance.views import page_allows, page_project
 from traces.records import KIND_NAMES
 from traces.timeline import timeline_json
 
 SLO_KINDS = [k for k, kind in SLI_KINDS.items() if kind.ratio]
 WINDOWS = ["1h", "1d", "7d", "28d", "30d", "90d"]
-PROBLEMS = (ValueError, PermissionDenied, SloConflict)
+PROBLEMS = (ValueError, PermissionDenied, services.SloConflict)
 
 
-def _can(request, role) -> bool:
-    return request.membership is not None and request.membership.allows(role)
+def _posted(rows, pk, what: str):
+    """The row a form names among the project's, or 404."""
+    row = rows.filter(pk=pk).first() if str(pk).isdigit() else None
+    if row is None:
+        raise Http404(f"no such {what}")
+    return row
 
 
 def _roles(request) -> dict:
-    return {"can_define": _can(request, Role.APPROVER), "can_respond": _can(request, Role.OPERATOR)}
+    return {"can_define": page_allows(request, Role.APPROVER), "can_respond": page_allows(request, Role.OPERATOR)}
 
 
 def _lines(text: str) -> list[str]:
@@ -159,7 +148,7 @@ def slo_list(request, slug):
     project = page_project(request, slug)
     if request.method == "POST":
         try:
-            result = slos_import_openslo(project=project, text=request.POST.get("openslo", ""), actor=request.user,
+            result = services.slos_import_openslo(project=project, text=request.POST.get("openslo", ""), actor=request.user,
                                          address=client_address(request))
             messages.success(request, f"Imported: {len(result['created'])} created, {len(result['updated'])} updated, "
                                       f"{len(result['unchanged'])} unchanged.")
@@ -251,11 +240,11 @@ def slo_edit(request, slug, slo_id=None):
         try:
             data = slo_data_from_form(form)
             if slo is None:
-                slo = slo_create(project=project, data=data, actor=request.user, address=client_address(request))
+                slo = services.slo_create(project=project, data=data, actor=request.user, address=client_address(request))
                 messages.success(request, f"SLO {slo.name} defined. Its past is being counted; alerts follow at the "
                                           "next tick.")
             else:
-                slo = slo_update(slo=slo, data=data, actor=request.user, address=client_address(request))
+                slo = services.slo_update(slo=slo, data=data, actor=request.user, address=client_address(request))
                 messages.success(request, f"SLO {slo.name} saved.")
             return redirect("slo-detail", slug=slug, slo_id=slo.pk)
         except PROBLEMS as exc:
@@ -319,7 +308,7 @@ def slo_delete_view(request, slug, slo_id):
     project = page_project(request, slug)
     slo = _slo(project, slo_id)
     try:
-        slo_delete(slo=slo, actor=request.user, address=client_address(request))
+        services.slo_delete(slo=slo, actor=request.user, address=client_address(request))
         messages.success(request, f"SLO {slo.name} deleted.")
     except PROBLEMS as exc:
         messages.error(request, str(exc))
@@ -353,13 +342,11 @@ def rule_list(request, slug):
                                                         "for", "severity", "labels", *SLI_FIELDS)}
         try:
             if request.POST.get("delete"):
-                rule = rules_for_project(project=project).filter(pk=request.POST["delete"]).first()
-                if rule is None:
-                    raise Http404("no such rule")
-                rule_delete(rule=rule, actor=request.user, address=client_address(request))
+                rule = _posted(rules_for_project(project=project), request.POST["delete"], "rule")
+                services.rule_delete(rule=rule, actor=request.user, address=client_address(request))
                 messages.success(request, f"Alert rule {rule.name} deleted.")
             else:
-                rule = rule_create(project=project, data=rule_data_from_form(request.POST), actor=request.user,
+                rule = services.rule_create(project=project, data=rule_data_from_form(request.POST), actor=request.user,
                                    address=client_address(request))
                 messages.success(request, f"Alert rule {rule.name} saved; it is evaluated from the next tick.")
             return redirect("alert-rule-list", slug=slug)
@@ -412,7 +399,7 @@ def alert_acknowledge_view(request, slug, alert_id):
     if alert is None:
         raise Http404("no such alert")
     try:
-        if alert_acknowledge(alert=alert, comment=request.POST.get("comment", ""), actor=request.user,
+        if services.alert_acknowledge(alert=alert, comment=request.POST.get("comment", ""), actor=request.user,
                              address=client_address(request)):
             messages.success(request, f"Acknowledged {alert.labels.get('alertname')}.")
     except PROBLEMS as exc:
@@ -431,15 +418,13 @@ def silence_list(request, slug):
         values = {k: request.POST.get(k, "") for k in ("matchers", "duration", "comment")}
         try:
             if request.POST.get("expire"):
-                silence = silences_for_project(project=project).filter(pk=request.POST["expire"]).first()
-                if silence is None:
-                    raise Http404("no such silence")
-                silence_expire(silence=silence, actor=request.user, address=client_address(request))
+                silence = _posted(silences_for_project(project=project), request.POST["expire"], "silence")
+                services.silence_expire(silence=silence, actor=request.user, address=client_address(request))
                 messages.success(request, "Silence expired.")
             else:
                 ends_at = timezone.now() + timedelta(seconds=parse_duration(values["duration"].strip() or "0",
                                                                             what="duration"))
-                silence_create(project=project, matchers=_lines(values["matchers"]), comment=values["comment"],
+                services.silence_create(project=project, matchers=_lines(values["matchers"]), comment=values["comment"],
                                ends_at=ends_at, actor=request.user, address=client_address(request))
                 messages.success(request, "Silence created.")
             return redirect("silence-list", slug=slug)
@@ -468,21 +453,19 @@ def channel_list(request, slug):
         channel = None
         for action in ("test", "delete"):
             if request.POST.get(action):
-                channel = channels_for_project(project=project).filter(pk=request.POST[action]).first()
-                if channel is None:
-                    raise Http404("no such channel")
+                channel = _posted(channels_for_project(project=project), request.POST[action], "channel")
         try:
             if request.POST.get("test"):
-                problem = channel_test(channel=channel, actor=request.user, address=client_address(request))
+                problem = services.channel_test(channel=channel, actor=request.user, address=client_address(request))
                 if problem:
                     messages.error(request, f"The test notification to {channel.name} failed: {problem}")
                 else:
                     messages.success(request, f"Test notification delivered to {channel.name}.")
             elif request.POST.get("delete"):
-                channel_delete(channel=channel, actor=request.user, address=client_address(request))
+                services.channel_delete(channel=channel, actor=request.user, address=client_address(request))
                 messages.success(request, f"Channel {channel.name} deleted.")
             else:
-                channel = channel_create(project=project, actor=request.user, address=client_address(request), data={
+                channel = services.channel_create(project=project, actor=request.user, address=client_address(request), data={
                     "kind": values["kind"], "name": values["name"], "url": values["url"], "to": values["to"],
                     "group_by": _names(values["group_by"]),
                     "repeat_interval_seconds": parse_duration(values["repeat_interval"].strip() or "4h",
