@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "policies",
     "governance.slo",
     "governance.pipeline",
+    "governance.rollouts",
 ]
 
 MIDDLEWARE = [
