@@ -20,12 +20,12 @@ unreachable. Other failures answer {"errorDetails": ...}, the protocol's general
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 
+import orjson
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.http import HttpResponse
@@ -45,7 +45,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
     def encoded(self) -> bytes:
-        return b"" if self.body is None else json.dumps(self.body, separators=(",", ":")).encode()
+        return b"" if self.body is None else orjson.dumps(self.body)
 
 
 class Refusal(Exception):
@@ -204,8 +204,8 @@ def _targeting_key(body: bytes, flag_key: str | None) -> str:
     if len(body) > settings.OFREP_MAX_BODY_BYTES:
         raise refuse("PARSE_ERROR", f"the body is over the limit of {settings.OFREP_MAX_BODY_BYTES} bytes")
     try:
-        request = json.loads(body) if body.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
+        request = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError as exc:
         raise refuse("PARSE_ERROR", f"the body is not JSON: {exc}") from None
     if not isinstance(request, dict):
         raise refuse("PARSE_ERROR", "the body must be a JSON object: {\"context\": {\"targetingKey\": ...}}")
@@ -271,7 +271,7 @@ def _answer(method: str, path: str, body: bytes, authorization: str, api_key: st
                           key=flag_key, errorCode="FLAG_NOT_FOUND")
         return Answer(200, flag_evaluate(rollout, targeting_key))
     flags = {"flags": [flag_evaluate(rollout, targeting_key) for rollout in _project_rollouts(project_id)]}
-    return Answer(200, flags, {"ETag": _etag(json.dumps(flags, separators=(",", ":")).encode())})
+    return Answer(200, flags, {"ETag": _etag(orjson.dumps(flags))})
 
 
 def _read_wsgi_body(environ) -> bytes:
