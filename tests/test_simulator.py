@@ -638,7 +638,8 @@ def test_a_canary_with_every_regression_is_worse_on_each_signal(simulate):
     for s in agents:
         if s.pb.kind == Span.SPAN_KIND_CLIENT:
             durations[s.resource["service.version"]].append(s.end - s.start)
-    assert min(durations["2.0.0"]) > 15_000_000 > sorted(durations["1.0.0"])[len(durations["1.0.0"]) // 2]
+    assert min(durations["2.0.0"]) >= 20_000_000  # each canary tool call waits 20-40 ms more (a loaded
+    # machine slows the baseline's too, so this bound, not a comparison, is what holds every run)
 
 
 def test_baseline_version_names_the_baseline():
