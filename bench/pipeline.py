@@ -139,13 +139,13 @@ def product(workers: int):
         for number in range(workers):
             stack.enter_context(celery_process(
                 env, os.path.join(directory, f"worker{number}.log"), "worker", "--pool=prefork", "--concurrency=1",
-                "--loglevel=WARNING", "--without-gossip", "--without-mingle", "-n", f"bench{number}@%h"))
+                "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"bench{number}@%h"))
         stack.enter_context(celery_process(
             env, os.path.join(directory, "beat.log"), "beat", "--loglevel=WARNING",
             "--schedule", os.path.join(directory, "celerybeat-schedule")))
         say(f"  services up; logs in {directory}")
         yield env, url, key
-    shutil.rmtree(directory, ignore_errors=True)
+    say(f"  stopped; logs kept in {directory}")
 
 
 # --- sending at a fixed rate ------------------------------------------------------------------------------------------
@@ -278,19 +278,27 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if shutil.which("redis-server") is None:
         parser.error("redis-server is not on PATH")
-    highest = args.rate or args.start_rate * 1.5 ** (args.trials - 1)
-    count = int(highest * args.duration / SPANS_PER_REQUEST) + 1
-    began = time.monotonic()
-    bodies, _, _ = make_batches(count, SPANS_PER_REQUEST, 4, args.seed)
-    say(f"{count} requests of {SPANS_PER_REQUEST} spans built in {time.monotonic() - began:.0f} s")
+    bodies: list[bytes] = []
+
+    def requests_for(rate: float) -> list[bytes]:
+        # Built before each run's clock starts, only as many as the run sends (each run has a database
+        # of its own, so runs may send the same requests).
+        count = int(rate * args.duration / SPANS_PER_REQUEST) + 1
+        if count > len(bodies):
+            began = time.monotonic()
+            more, _, _ = make_batches(count - len(bodies), SPANS_PER_REQUEST, 4, args.seed + len(bodies))
+            bodies.extend(more)
+            say(f"{len(more)} more requests of {SPANS_PER_REQUEST} spans built in {time.monotonic() - began:.0f} s")
+        return bodies
+
     outcomes: list[dict] = []
     if args.rate:
         outcomes.append(trial(rate=args.rate, duration=args.duration, workers=args.workers, drain=args.drain,
-                              lag_bound=args.lag_bound, bodies=bodies))
+                              lag_bound=args.lag_bound, bodies=requests_for(args.rate)))
     else:
         while (rate := rates_to_try(args.start_rate, args.trials, outcomes)) is not None:
             outcomes.append(trial(rate=rate, duration=args.duration, workers=args.workers, drain=args.drain,
-                                  lag_bound=args.lag_bound, bodies=bodies))
+                                  lag_bound=args.lag_bound, bodies=requests_for(rate)))
     best = max((o for o in outcomes if o["sustained"]), key=lambda o: o["rate"], default=None)
     print(json.dumps({
         "sustained_spans_per_s": best["sent_spans_per_s"] if best else 0,

@@ -846,12 +846,12 @@ def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, 
         _duplicates(sp, out)
         _lock_overlaps(sp, out)
         _causality(sp, skew_tolerance_ms * 1e6, same_clock_tolerance_ms * 1e6, report_orphans, out)
+        touched = None
+        if revised_by is not None:
+            out, touched = _revised_only(sp, out, revised[0], revised_by)
     finally:
         if collecting:
             gc.enable()
-    touched = None
-    if revised_by is not None:
-        out, touched = _revised_only(sp, out, revised[0], revised_by)
     out.sort(key=_sort_key)
     unique: list[Finding] = []
     last = None
