@@ -23,7 +23,7 @@ then counts with its lag so far. A rate is sustained when ingest kept to the sch
 every trace was analysed by the end of the drain and the lag p99 is under `--lag-bound` (15 s).
 
 Without --rate, the search starts at --start-rate, multiplies by 1.5 after a sustained run and
-bisects after a failed one, for --trials runs (default 4, about 7 minutes in all with 60 s runs).
+bisects after a failed one, for --trials runs (default 3, under 8 minutes in all with 60 s runs).
 The last line is JSON: {"sustained_spans_per_s", "lag_p50_s", "lag_p99_s"} of the best sustained run
 (zeros when none was), with "workers" and every trial's figures besides. On stderr: progress, the
 load average (other work on the machine lowers the figures) and each run's logs directory.
@@ -108,7 +108,7 @@ def celery_process(env: dict, log_path: str, *args: str):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(20)
+                process.wait(5)  # a warm shutdown would wait for a long analysis run
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
@@ -269,9 +269,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, help="one run at this many spans/s (no search)")
     parser.add_argument("--start-rate", type=float, default=10_000, help="where the search starts (spans/s)")
-    parser.add_argument("--trials", type=int, default=4, help="runs in the search")
+    parser.add_argument("--trials", type=int, default=3, help="runs in the search (about 2 minutes each)")
     parser.add_argument("--duration", type=float, default=60, help="seconds of sending per run")
-    parser.add_argument("--drain", type=float, default=30, help="seconds to wait for the pipeline after sending")
+    parser.add_argument("--drain", type=float, default=20, help="seconds to wait for the pipeline after sending")
     parser.add_argument("--lag-bound", type=float, default=15, help="lag p99 (s) a sustained rate stays under")
     parser.add_argument("--workers", type=int, default=1, help="Celery workers (concurrency 1 each)")
     parser.add_argument("--seed", type=int, default=7)
