@@ -288,3 +288,36 @@ def _random_world(rnd: random.Random, n: int):
             resource_attributes={"service.name": "svc", "service.instance.id": process}, links=links,
         ))
     return spans
+
+
+# --- revising only what late spans can change (the live pipeline, docs/concurrency.md) --------------------------------
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), turns=st.integers(2, 12), late_share=st.floats(0.05, 0.6))
+def test_findings_that_late_spans_change_all_touch_a_span_they_reach(seed, turns, late_share):
+    """What the pipeline relies on to revise only part of the stored findings: every finding that
+    appears or disappears when late spans join the others is among those analyse_revised reports
+    (appearing) or has a span among those it says the late spans reach (disappearing), and it
+    reports nothing the full analysis does not."""
+    from tests.worlds import agent_world
+    from traces.analysis import analyse_revised
+
+    rng = random.Random(seed)
+    spans = agent_world(rng, turns=turns, agents=3, keys=2)
+    late = [s for s in spans if rng.random() < late_share]
+    early = [s for s in spans if s not in late]
+
+    def ident(f):
+        return (f.kind, f.key, f.span_ids)
+
+    before = {ident(f): f for f in analyse(early)}
+    after = {ident(f): f for f in analyse(spans)}
+    revised, touched = analyse_revised(spans, [(s.trace_id, s.span_id) for s in late])
+    touched_ids = {span_id for _, span_id in touched}
+    late_keys = {s.idempotency_key for s in late if s.idempotency_key}
+    assert {ident(f) for f in revised} <= set(after)
+    assert set(after) - set(before) <= {ident(f) for f in revised}
+    for gone in set(before) - set(after):
+        f = before[gone]
+        assert touched_ids & set(f.span_ids) or (f.kind == "duplicate_side_effect" and f.key in late_keys), f

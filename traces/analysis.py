@@ -410,10 +410,12 @@ def _lanes(sp: _Spans, accesses: list[int]) -> tuple[list[int], list[int], int, 
     return lane, lpos, nlanes if nlanes else 1, longest
 
 
-def _vector_clocks(sp: _Spans, accesses: list[int]) -> _Clocks:
+def _vector_clocks(sp: _Spans, accesses: list[int], on_graph=None) -> _Clocks:
     g = _build_graph(sp, accesses)
     src, dst = g.edges()
     nodes = g.nodes
+    if on_graph is not None:
+        on_graph(nodes, src, dst)
     del g
     lane, lpos, nlanes, longest = _lanes(sp, accesses)
     # Fields as narrow as the longest lane allows: the packed ints are what the race checks
@@ -771,6 +773,15 @@ def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool,
                         f"{recs[q].span_id} it links to starts"), ordered=False))
 
 
+def _revised_only(sp: _Spans, out: list[Finding], reached: np.ndarray, revised_by) -> list[Finding]:
+    recs = sp.recs
+    reached_at = np.flatnonzero(reached).tolist()
+    touched = {recs[i].span_id for i in reached_at}
+    keys = {recs[i].idempotency_key for t, s in revised_by if (i := sp.find(t, s)) >= 0 and recs[i].idempotency_key}
+    kept = [f for f in out if touched.intersection(f.span_ids) or (f.kind == "duplicate_side_effect" and f.key in keys)]
+    return kept, {(recs[i].trace_id, recs[i].span_id) for i in reached_at}
+
+
 def _sort_key(f: Finding):
     return (_KIND_ORDER[f.kind], f.key, f.span_ids, f.trace_ids, f.detail)
 
@@ -781,26 +792,63 @@ def analyse(
     skew_tolerance_ms: float = 50.0,
     same_clock_tolerance_ms: float = 0.0,
     report_orphans: bool = True,
+    revised_by: Iterable[tuple[str, str]] | None = None,
 ) -> list[Finding]:
     """All findings over a set of spans, per spec v1, in a deterministic order.
 
     The order is by kind (KINDS order), key, span ids. The same spans in any order or
     split give the same list.
+
+    With `revised_by` (the (trace_id, span_id) of spans that arrived since the others were
+    analysed), only the findings those spans can have changed: those with a span that
+    happened after one of them (start reachable from its start: the new span itself, its
+    happens-before descendants, an orphan whose parent it is) and the duplicate executions
+    of their idempotency keys. Every other finding of the full list is decided by spans that
+    were all there before, in the same way as before (`docs/concurrency.md`, live analysis).
     """
+    return _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, revised_by)[0]
+
+
+def analyse_revised(spans: Iterable[SpanRecord], revised_by: Iterable[tuple[str, str]], **options,
+                    ) -> tuple[list[Finding], set[tuple[str, str]]]:
+    """`analyse(spans, revised_by=...)`, and the (trace_id, span_id) of the spans that happened after
+    one of `revised_by` (they included): a stored finding none of whose spans is among them, and not
+    a duplicate execution of one of their idempotency keys, is not changed by them."""
+    found, touched = _analyse(spans, options.get("skew_tolerance_ms", 50.0),
+                              options.get("same_clock_tolerance_ms", 0.0), options.get("report_orphans", True),
+                              revised_by)
+    return found, touched
+
+
+def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, revised_by):
     # Millions of small objects (indexes, lists per key, packed clocks) and no cycles among
     # them: the cyclic garbage collector would only rescan them, again and again.
     collecting = gc.isenabled()
     gc.disable()
     try:
         sp = _Spans(spans)
+        revised_by = list(revised_by) if revised_by is not None else None
         out: list[Finding] = []
         accesses = [i for i, s in enumerate(sp.recs) if _is_access(s)]
+        revised: list[np.ndarray] = []
+
+        def descendants(nodes, src, dst):
+            origins = [2 * i for t, s in revised_by if (i := sp.find(t, s)) >= 0]
+            revised.append(_reachable_from(nodes, src, dst, origins)[0:2 * sp.n:2])
+
+        on_graph = descendants if revised_by is not None else None
         if accesses:
-            clocks = _vector_clocks(sp, accesses)
+            clocks = _vector_clocks(sp, accesses, on_graph)
             _races(sp, accesses, clocks, out)
+        elif on_graph is not None:
+            g = _build_graph(sp, [])
+            descendants(g.nodes, *g.edges())
         _duplicates(sp, out)
         _lock_overlaps(sp, out)
         _causality(sp, skew_tolerance_ms * 1e6, same_clock_tolerance_ms * 1e6, report_orphans, out)
+        touched = None
+        if revised_by is not None:
+            out, touched = _revised_only(sp, out, revised[0], revised_by)
     finally:
         if collecting:
             gc.enable()
@@ -812,7 +860,7 @@ def analyse(
         if ident != last:
             unique.append(f)
             last = ident
-    return unique
+    return unique, touched
 
 
 # ---------------------------------------------------------------------------
@@ -1041,12 +1089,17 @@ def spans_between(spans: Iterable[SpanRecord], first: tuple[str, str], second: t
 
 def _reachable(nodes: int, src: np.ndarray, dst: np.ndarray, origin: int) -> np.ndarray:
     """Which nodes a path of edges src -> dst reaches from `origin` (origin included)."""
+    return _reachable_from(nodes, src, dst, [origin])
+
+
+def _reachable_from(nodes: int, src: np.ndarray, dst: np.ndarray, origins: list[int]) -> np.ndarray:
+    """Which nodes a path of edges src -> dst reaches from any of `origins` (included)."""
     order = np.argsort(src, kind="stable")
     targets = dst[order]
     offsets = np.searchsorted(src[order], np.arange(nodes + 1))
     seen = np.zeros(nodes, bool)
-    seen[origin] = True
-    todo = [origin]
+    seen[origins] = True
+    todo = list(origins)
     while todo:
         u = todo.pop()
         for v in targets[offsets[u]:offsets[u + 1]].tolist():

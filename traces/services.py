@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Min
+from django.db.models import Q
 from django.utils import timezone
 
 from governance.models import Project, Role
 from governance.services import audit_record, role_require
 from traces.analysis import Finding as FoundFinding
-from traces.analysis import analyse, spans_between
+from traces.analysis import analyse_revised, spans_between
 from traces.models import Finding, FindingSpan, Span, Trace, member_text
 from traces.records import SpanRecord
 from traces.selectors import span_records
+
+log = logging.getLogger(__name__)
 
 
 class QuietTrace(NamedTuple):
@@ -59,34 +64,46 @@ def finding_fingerprint(found: FoundFinding) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _region_spans(project: Project, trace_ids: list[str]) -> list[SpanRecord]:
-    """The spans a run analyses for traces that turned quiet: every trace with a span that starts
-    within the project's analysis window before their earliest span or after their latest, whole.
+def _horizon_ns(project: Project) -> int:
+    window_ns = project.analysis_window_minutes * 60 * 1_000_000_000
+    return min(window_ns, int(settings.ANALYSIS_HORIZON_SECONDS * 1_000_000_000))
+
+
+def _region_spans(project: Project, new: list[SpanRecord]) -> list[SpanRecord]:
+    """The spans a run analyses with the spans of traces that turned quiet: every trace that has a
+    span within the analysis horizon (event time) before their earliest span or after their latest,
+    whole (a trace is never cut, so no span in it looks orphaned).
 
     A happens-before path may run through any span (program order on a thread, a message, a
-    version, a lock), and late spans may order accesses on traces far from their own: anything
-    less than every span around can decide a pair differently from an analysis of all the spans.
-    Within the window the findings are exactly those of `check_traces` over the same spans.
+    version, a lock), and late spans may order accesses on traces far from their own. Paths run
+    forward in time but for clock skew, so the spans around in time decide every pair the new
+    spans take part in or order, up to the horizon; what costs a run is the horizon times the span
+    rate, whatever the window.
     """
-    bounds = Span.objects.filter(project=project, trace_id__in=trace_ids).aggregate(low=Min("start_ns"),
-                                                                                   high=Max("end_ns"))
-    if bounds["low"] is None:
-        return []
-    window_ns = project.analysis_window_minutes * 60 * 1_000_000_000
-    nearby = Span.objects.filter(project=project, start_ns__gte=bounds["low"] - window_ns,
-                                 start_ns__lte=bounds["high"] + window_ns).values("trace_id")
-    return list(span_records(Span.objects.filter(project=project, trace_id__in=nearby), resource=False))
+    low, high = min(s.start_ns for s in new), max(s.end_ns for s in new)
+    horizon = _horizon_ns(project)
+    nearby = Trace.objects.filter(project=project, start_ns__lte=high + horizon,
+                                  end_ns__gte=low - horizon).values("trace_id")
+    return list(span_records(Span.objects.filter(project=project, trace_id__in=nearby), resource=False, bare=True))
 
 
 def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
-    """The analysis stage: analyse the traces that turned quiet with every span around them, store the
-    findings not stored yet, reopen those found again, withdraw those no longer found. Idempotent.
+    """The analysis stage: analyse the traces that turned quiet with the spans around them, and
+    revise only the findings their spans can change (docs/concurrency.md, live analysis): store
+    those not stored yet, reopen those found again, withdraw those no longer found. Idempotent.
     Returns how many findings were new."""
     project = Project.objects.get(pk=project_id)
-    records = _region_spans(project, trace_ids)
-    if not records:
+    began = time.perf_counter()
+    quiet = list(span_records(Span.objects.filter(project=project, trace_id__in=trace_ids), resource=False,
+                              bare=True))
+    if not quiet:
         return 0
-    found = {finding_fingerprint(f): f for f in analyse(records)}
+    records = _region_spans(project, quiet)
+    loaded = time.perf_counter()
+    revised_by = {(s.trace_id, s.span_id) for s in quiet}
+    revised, touched = analyse_revised(records, revised_by)
+    analysed = time.perf_counter()
+    found = {finding_fingerprint(f): f for f in revised}
     trace_of = {s.span_id: s.trace_id for s in records}
     start_of = {s.span_id: s.start_ns for s in records}
     with transaction.atomic():
@@ -110,25 +127,34 @@ def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
         if again:
             Finding.objects.filter(project=project, fingerprint__in=again).update(
                 status=Finding.Status.OPEN, withdrawn_at=None, withdrawn_reason="")
-        _withdraw_revised(project, records, found, set(trace_ids))
+        _withdraw_revised(project, records, found, quiet, touched)
+    # What a run costs, by step: the figures docs/concurrency.md's pipeline section is about.
+    log.info("analysis of %s new spans with %s around them: %s revised, %s findings touched, %s new; "
+             "load %.2f s, analyse %.2f s, store %.2f s", len(quiet), len(records), len(touched), len(found),
+             len(fresh), loaded - began, analysed - loaded, time.perf_counter() - analysed)
     return len(fresh)
 
 
 def _withdraw_revised(project: Project, records: list[SpanRecord], found: dict[str, FoundFinding],
-                      trace_ids: set[str]) -> None:
-    """An open finding whose spans were all analysed again and that is no longer found was made before
-    later spans arrived (they ordered its accesses, or brought an orphan's parent): withdraw it, and
-    say which later spans did it."""
+                      quiet: list[SpanRecord], touched: set[tuple[str, str]]) -> None:
+    """An open finding that the new spans could change (one of its spans happened after one of
+    them, or it is a duplicate execution of one of their idempotency keys), whose spans were all
+    analysed again and that is no longer found, was made before later spans arrived (they ordered
+    its accesses, or brought an orphan's parent): withdraw it, and say which later spans did it."""
     region = {(s.trace_id, s.span_id) for s in records}
+    keys = {s.idempotency_key for s in quiet if s.idempotency_key}
+    by_span = FindingSpan.objects.filter(project=project, trace_id__in={t for t, _ in touched}).values_list(
+        "finding_id", "trace_id", "span_id")
+    ids = {finding_id for finding_id, t, s in by_span if (t, s) in touched}
     candidates = (Finding.objects.filter(project=project, status__in=[Finding.Status.OPEN, Finding.Status.ACKNOWLEDGED])
-                  .filter(pk__in=FindingSpan.objects.filter(project=project, trace_id__in={t for t, _ in region})
-                          .values("finding_id"))
+                  .filter(Q(pk__in=ids) | Q(kind="duplicate_side_effect", key__in=keys))
                   .exclude(fingerprint__in=list(found)))
     spans_of: dict[int, list[tuple[str, str]]] = {}
     for finding_id, trace_id, span_id in FindingSpan.objects.filter(finding__in=candidates).values_list(
             "finding_id", "trace_id", "span_id"):
         spans_of.setdefault(finding_id, []).append((trace_id, span_id))
     now = timezone.now()
+    trace_ids = {s.trace_id for s in quiet}
     for finding in candidates.filter(pk__in=[pk for pk, spans in spans_of.items() if set(spans) <= region]):
         reason = _withdrawal_reason(finding, spans_of[finding.pk], records, found, trace_ids)
         Finding.objects.filter(pk=finding.pk, status=finding.status).update(
