@@ -222,10 +222,11 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Ingest
 OTLP_MAX_BODY_BYTES = env_int("OTLP_MAX_BODY_BYTES", 64 * 1024 * 1024)
 TRACE_QUIET_SECONDS = env_float("TRACE_QUIET_SECONDS", 5.0)
-# How far in event time around newly quiet spans the live analysis looks (capped by the project's
-# analysis window): its cost per run grows with this times the span rate, not with the window.
-# Accesses further apart than this are paired by check_traces only (docs/concurrency.md).
-ANALYSIS_HORIZON_SECONDS = env_float("ANALYSIS_HORIZON_SECONDS", 10.0)
+# How far in event time around newly quiet spans the live analysis looks. 0 (the default) means the
+# project's whole analysis window, so live findings equal check_traces' whatever the arrival order.
+# A horizon (e.g. 10) makes a run's cost grow with it times the span rate, not with the window, at
+# a price in meaning: accesses further apart are paired by check_traces only (docs/concurrency.md).
+ANALYSIS_HORIZON_SECONDS = env_float("ANALYSIS_HORIZON_SECONDS", 0.0)
 # A pipeline stage's claim on its traces; a running worker renews it every third of it, so the
 # work of a worker that died is taken up by another within this time.
 PIPELINE_LEASE_SECONDS = env_float("PIPELINE_LEASE_SECONDS", 30.0)

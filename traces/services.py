@@ -66,6 +66,8 @@ def finding_fingerprint(found: FoundFinding) -> str:
 
 def _horizon_ns(project: Project) -> int:
     window_ns = project.analysis_window_minutes * 60 * 1_000_000_000
+    if settings.ANALYSIS_HORIZON_SECONDS <= 0:
+        return window_ns
     return min(window_ns, int(settings.ANALYSIS_HORIZON_SECONDS * 1_000_000_000))
 
 
