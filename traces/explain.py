@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from traces.records import KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER, SpanRecord
 
 DOCS_PAGE = "concurrency"
-SLICE_MAX = 240  # spans drawn around a finding, beyond the ones on its evidence
+SLICE_MAX = 80  # spans drawn around a finding, beyond the ones on its evidence
 
 # Edge reasons, as the page names them (docs/concurrency.md section 3 numbers them 1-6).
 DURING, PARENT_CHILD, CHILD_RETURNS, PROGRAM_ORDER, LINK, READS_FROM, LOCK = (
@@ -532,7 +532,7 @@ def causal_slice(hb: HappensBefore, idxs: list[int], evidence: list[PairEvidence
     agents = {recs[i].agent for i in idxs} | {s.agent for s in chosen.values()}
     lo = min(recs[i].start_ns for i in idxs)
     hi = max(recs[i].end_ns for i in idxs)
-    pad = max(hi - lo, 50_000_000)
+    pad = max((hi - lo) // 2, 20_000_000)
     candidates = [s for s in recs if s.agent in agents and s.end_ns >= lo - pad and s.start_ns <= hi + pad
                   and (s.trace_id, s.span_id) not in chosen and _matters(s, key)]
     mid = (lo + hi) // 2

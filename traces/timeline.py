@@ -42,6 +42,7 @@ from traces.records import KIND_NAMES, STATUS_ERROR, STATUS_NAMES, SpanRecord
 COLLAPSE_OVER = 2000  # beyond this many spans, lanes start collapsed to a summary bar
 MAX_ROWS = 8  # nesting rows drawn per lane; deeper spans share the last row
 LANE_GAP = 0.6  # blank rows between lanes
+ROW_PX = 30  # a row's height, room for a bar and its name above it
 ANNOTATED_EDGES_MAX = 150  # up to this many edges get real arrows; beyond, lines with a head marker
 EDGE_KINDS = ("rpc", "link", "reads_from", "lock")
 # The finding page adds its evidence: the happens-before path ("evidence"), the edges that came
@@ -127,12 +128,14 @@ def _rows(parent: list[int], lane: list[int]) -> list[int]:
 
 def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: str = "",
                    findings: Sequence[dict] = (), tolerance_ms: float = 50.0,
-                   collapse_over: int = COLLAPSE_OVER, critical: bool = True,
+                   collapse_over: int = COLLAPSE_OVER, critical: bool = True, causal: bool = True,
                    extra_edges: Sequence[tuple[str, str, str]] = ()) -> dict:
     """The timeline data for one trace (mode "trace": x in ms since the first start, critical
     path and clock skew) or one key's accesses (mode "key": x in epoch ms, access labels).
     `extra_edges` are (from span id, to span id, kind) drawn whatever their lanes (the finding
-    page's evidence); `critical=False` leaves the critical path out (a slice of several traces)."""
+    page's evidence); `critical=False` leaves the critical path out (a slice of several traces),
+    `causal=False` the causal edges (only `extra_edges` are drawn)."""
+    want_critical = critical
     spans = sorted(spans, key=lambda s: (s.start_ns, s.span_id))
     n = len(spans)
     trace_mode = mode == "trace"
@@ -157,10 +160,8 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
     critical = []
     skew: dict[str, int] = {}
     if trace_mode and spans:
-        if critical:
+        if want_critical:
             critical = [by_span_id[i] for i in critical_path(spans) if i in by_span_id]
-        else:
-            critical = []
         skew = clock_skew(spans)
     cat = [0] * n
 
@@ -176,7 +177,7 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
         found.append({**f, "spans": idxs})
 
     edges = []
-    for a, b, kind in causal_edges(spans) if n > 1 else ():
+    for a, b, kind in causal_edges(spans) if n > 1 and causal else ():
         i, j = by_span_id.get(a), by_span_id.get(b)
         if i is not None and j is not None and lane[i] != lane[j]:
             edges.append([i, j, kind])
@@ -267,9 +268,13 @@ def _hidden_by_subtree(parent: list[int], collapsed_spans: Iterable[int]) -> set
 
 
 def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, collapsed_spans: Iterable[int] = (),
-                 skew_adjust: bool = False, show_critical: bool = True) -> dict:
+                 skew_adjust: bool = False, show_critical: bool = True, all_edges: bool | None = None) -> dict:
     """The Plotly figure (as its JSON dict) for timeline data in one view state. Without
-    `collapsed_lanes`, every lane is collapsed when the data says so, else none."""
+    `collapsed_lanes`, every lane is collapsed when the data says so, else none. A key's history
+    draws only the edges that touch a finding unless `all_edges` (thousands of reads-from arrows
+    are a tangle); a trace draws them all unless told otherwise."""
+    if all_edges is None:
+        all_edges = data["mode"] != "key"
     lanes, S = data["lanes"], data["spans"]
     if collapsed_lanes is None:
         collapsed = set(range(len(lanes))) if data["collapsed"] else set()
@@ -320,7 +325,7 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
             hc.append(-1 - li)
             ht.append(f"{ln['count']} spans of {plotly_text(ln['agent'])}<br>click to expand the lane")
 
-    plot_px = min(max(total * 22, 200), 1400)
+    plot_px = min(max(total * ROW_PX, 200), 1400)
     row_px = plot_px / (total + 1)
     width = max(2.0, min(14.0, row_px * 0.6))
 
@@ -337,7 +342,8 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
     # An edge between two collapsed lanes is drawn only when it touches a highlighted span:
     # thousands of arrows between summary bars say nothing and cost the browser seconds.
     drawn = [(a, b, k) for a, b, k in data["edges"] if a in ypos and b in ypos
-             and (lane_col[a] not in collapsed or lane_col[b] not in collapsed or cat[a] or cat[b])]
+             and (lane_col[a] not in collapsed or lane_col[b] not in collapsed or cat[a] or cat[b])
+             and (all_edges or cat[a] in FINDING_CATEGORIES or cat[b] in FINDING_CATEGORIES)]
     plain = sum(1 for *_, k in drawn if k in EDGE_KINDS)
     for a, b, kind in drawn:
         if kind == "no_path":  # the absence of a path, drawn between the two bars' middles
@@ -382,7 +388,9 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
         showlegend=True,
         legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
         xaxis={"title": {"text": "ms since trace start" if data["x_kind"] == "ms" else "time (UTC)"},
-               "type": "linear" if data["x_kind"] == "ms" else "date", "zeroline": False, "showgrid": True},
+               "type": "linear" if data["x_kind"] == "ms" else "date", "zeroline": False, "showgrid": True,
+               # A key's history spans hours: a brush under the chart to pick the stretch to read.
+               "rangeslider": {"visible": data["mode"] == "key", "thickness": 0.08}},
         yaxis={"tickmode": "array", "tickvals": base, "ticktext": [_tick(ln, li in collapsed) for li, ln in
                                                                    enumerate(lanes)],
                "range": [total + 0.1, -0.8], "showgrid": False, "zeroline": False, "automargin": True},

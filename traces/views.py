@@ -34,9 +34,10 @@ from traces.selectors import (
 )
 from traces.serializers import FindingFilterSerializer, KeyHistoryFilterSerializer, TraceFilterSerializer
 from traces.services import finding_acknowledge
-from traces.timeline import figure_build, graph_build, timeline_build, timeline_json
+from traces.timeline import access_label, figure_build, graph_build, timeline_build, timeline_json
 
 KEY_HISTORY_LIMIT = 5000
+KEY_TABLE_ROWS = 1000  # the accesses table beside the key's chart: the newest
 
 TRACE_SORT_LABELS = [("newest", "newest first"), ("oldest", "oldest first"), ("findings", "most open findings"),
                      ("violations", "most violations"), ("duration", "longest"), ("errors", "most errors")]
@@ -163,11 +164,19 @@ def key_history(request, slug, key):
     data = timeline_build(records, mode="key", title=key, findings=findings)
     data["figure"] = figure_build(data)
     data["trace_url"] = reverse("trace-list", args=[slug])
+    S = data["spans"]
+    in_finding = {S["id"][i] for i in range(len(S["id"])) if S["cat"][i] >= 2}
+    finding_of = {sid: f["url"] for f in findings for sid in f["span_ids"]}
+    table = [{"span": s, "x": (s.start_ns // 1_000_000), "label": access_label(s), "finding": s.span_id in in_finding,
+              "finding_url": finding_of.get(s.span_id, ""),
+              "trace_url": reverse("trace-detail", args=[slug, s.trace_id]) + f"?span={s.span_id}"}
+             for s in reversed(records[-KEY_TABLE_ROWS:])]
     return render(request, "traces/key_history.html", {
         "project": project, "key": key, "data": data, "timeline_json": timeline_json(data),
         "findings": data["findings"], "filters": request.GET, "errors": filters.errors if not valid else {},
         "last_choices": list(LAST_CHOICES), "truncated": truncated, "limit": KEY_HISTORY_LIMIT,
-        "plotly_version": plotly.__version__, "access_count": len(records),
+        "plotly_version": plotly.__version__, "access_count": len(records), "table": table,
+        "table_limit": KEY_TABLE_ROWS,
     })
 
 
@@ -199,8 +208,11 @@ def finding_detail(request, slug, finding_id):
                  detail=finding.detail, spans=spans)
     shown = finding_dict(finding, slug)
     data = timeline_build(ex.slice, mode="trace", title=f"finding {finding.pk}", findings=[shown], critical=False,
-                          extra_edges=ex.evidence_edges)
+                          causal=False, extra_edges=ex.evidence_edges)
     data["figure"] = figure_build(data)
+    focus = _focus_range(data, {s.span_id for s in ex.sides} | {i for a, b, _ in ex.evidence_edges for i in (a, b)})
+    if focus:
+        data["figure"]["layout"]["xaxis"]["range"] = focus
     data["trace_url"] = reverse("trace-list", args=[slug])
     trace_url = {t: u for t, u in shown["trace_urls"]}
     sides = [{"span": s, "name": name_of(s), "trace_url": trace_url.get(s.trace_id, "") + f"&span={s.span_id}"}
@@ -216,6 +228,17 @@ def finding_detail(request, slug, finding_id):
         "can_acknowledge": request.membership is not None and request.membership.allows(Role.OPERATOR),
         "plotly_version": plotly.__version__, "trace_urls": shown["trace_urls"], "key_url": shown["key_url"],
     })
+
+
+def _focus_range(data: dict, span_ids: set[str]) -> list[float] | None:
+    """The x range that shows these spans with a margin: where the finding page's chart opens."""
+    S = data["spans"]
+    xs = [(x0, x1) for sid, x0, x1 in zip(S["id"], S["x0"], S["x1"]) if sid in span_ids]
+    if not xs:
+        return None
+    lo, hi = min(a for a, _ in xs), max(b for _, b in xs)
+    pad = max((hi - lo) * 0.15, 1.0)
+    return [lo - pad, hi + pad]
 
 
 @login_required

@@ -15,7 +15,7 @@
   var fig = data.figure;
   delete data.figure;
   var S = data.spans, lanes = data.lanes, n = S.id.length;
-  var LANE_GAP = 0.6, ANNOTATED_EDGES_MAX = 150, LABELS_MAX = 1500;
+  var LANE_GAP = 0.6, ROW_PX = 30, ANNOTATED_EDGES_MAX = 150, LABELS_MAX = 1500;
   var EDGE_COLORS = {rpc: "#334155", link: "#7c3aed", reads_from: "#0f766e", lock: "#b45309",
                      evidence: "#b91c1c", late: "#64748b"};
   var PLAIN_EDGES = {rpc: 1, link: 1, reads_from: 1, lock: 1}, EVIDENCE_EDGES = {evidence: 1, late: 1};
@@ -32,6 +32,7 @@
     spans: new Set(),      // spans whose subtree is collapsed
     skew: false,
     critical: true,        // the critical path outlined
+    allEdges: data.mode !== "key",  // a key's history: only the edges that touch a finding, unless asked
     selected: [],          // span indexes ringed on the chart
     finding: null
   };
@@ -118,7 +119,7 @@
       hx.push((a + b) / 2); hy.push(base[li]); hc.push(-1 - li);
       ht.push(ln.count + " spans of " + esc(ln.agent) + "<br>click to expand the lane");
     });
-    var plotPx = Math.min(Math.max(total * 22, 200), 1400);
+    var plotPx = Math.min(Math.max(total * ROW_PX, 200), 1400);
     var rowPx = plotPx / (total + 1);
     var width = Math.max(2, Math.min(14, rowPx * 0.6));
 
@@ -133,7 +134,8 @@
     var drawn = data.edges.filter(function (e) {
       var a = e[0], b = e[1];
       return !isNaN(ypos[a]) && !isNaN(ypos[b]) &&
-        (!collapsed.has(S.lane[a]) || !collapsed.has(S.lane[b]) || S.cat[a] || S.cat[b]);
+        (!collapsed.has(S.lane[a]) || !collapsed.has(S.lane[b]) || S.cat[a] || S.cat[b]) &&
+        (state.allEdges || S.cat[a] >= 2 || S.cat[b] >= 2);
     });
     var plain = drawn.filter(function (e) { return PLAIN_EDGES[e[2]]; }).length;
     var ex = [], ey = [], headX = [], headY = [], annotations = [], gx = [], gy = [];
@@ -415,6 +417,23 @@
     });
   }
 
+  /* The accesses table beside a key's chart lists what the chart shows: zooming or brushing
+   * hides the rows outside the range. */
+  function filterTable() {
+    var rows = document.querySelectorAll("#kh-table tbody tr[data-x]");
+    if (!rows.length) return;
+    var r = chart._fullLayout.xaxis.range, lo = r[0], hi = r[1];
+    var ms = function (v) { return typeof v === "string" ? Date.parse(v.replace(" ", "T") + "Z") : v; };
+    if (data.x_kind === "date") { lo = ms(lo); hi = ms(hi); }
+    var shown = 0;
+    rows.forEach(function (tr) {
+      var x = Number(tr.getAttribute("data-x")), inside = x >= lo && x <= hi;
+      tr.hidden = !inside; if (inside) shown++;
+    });
+    var count = document.getElementById("kh-shown");
+    if (count) count.textContent = shown + " in view";
+  }
+
   function toggleLane(li) {
     if (state.lanes.has(li)) state.lanes.delete(li); else state.lanes.add(li);
     redraw();
@@ -463,6 +482,8 @@
       redraw();
     });
   }
+  var edgesBox = document.getElementById("tl-all-edges");
+  if (edgesBox) edgesBox.addEventListener("change", function () { state.allEdges = edgesBox.checked; redraw(); });
   var criticalBox = document.getElementById("tl-critical");
   if (criticalBox) {
     if (!data.critical.length) { criticalBox.disabled = true; criticalBox.checked = false; state.critical = false; }
@@ -479,6 +500,7 @@
   Plotly.newPlot(chart, fig.data, fig.layout, config).then(function () {
     performance.mark("timeline:drawn");
     chart.setAttribute("data-ready", "1");
+    chart.on("plotly_relayout", filterTable);
     chart.on("plotly_click", function (ev) {
       var p = (ev.points || []).find(function (pt) { return pt.data.name === "handles"; });
       if (!p) return;
