@@ -238,3 +238,24 @@ def test_the_traces_api_filters_and_sorts_by_findings(client, acme, alice, simul
     none = client.get("/api/v1/traces/?project=acme&has_findings=no").json()["results"]
     assert all(t["open_findings"] == 0 for t in none)
     assert client.get("/api/v1/traces/?project=acme&sort=sideways").status_code == 400
+
+
+def test_a_busy_keys_history_draws_only_the_arrows_of_its_findings_with_a_brush_and_a_table(
+        client, acme, alice, simulated):
+    from tests.test_timeline import page_timeline_data
+
+    spans = simulated("no-cas")
+    store_and_analyse(acme, spans)
+    key = first_finding(acme, "lost_update").key
+    accesses = [s for s in spans if s.state_key == key]
+    client.force_login(alice)
+    body = client.get(f"/p/acme/state/{key}/?last=").content.decode()
+    data = page_timeline_data(body)
+    cat = data["spans"]["cat"]
+    touching = [e for e in data["edges"] if cat[e[0]] >= 2 or cat[e[1]] >= 2]
+    assert len(data["edges"]) > len(touching) > 0  # some arrows are left out by default
+    drawn = data["figure"]["layout"]["annotations"]
+    assert len(drawn) == len(touching)
+    assert data["figure"]["layout"]["xaxis"]["rangeslider"]["visible"] is True
+    assert body.count('<tr data-x="') == len(accesses)
+    assert 'id="tl-all-edges"' in body

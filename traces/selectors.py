@@ -247,14 +247,16 @@ def finding_get(*, user, finding_id: int):
 
 
 # The spans a finding's explanation reads: around its own spans by this much, and at most this many.
-FINDING_CONTEXT_NS = 1_000_000_000
+FINDING_CONTEXT_NS = 250_000_000
 FINDING_CONTEXT_MAX = 20_000
+FINDING_TRACE_WHOLE_MAX = 2_000  # a finding's own traces are read whole up to this many spans
 
 
 def finding_context_spans(*, project, finding: Finding) -> list[SpanRecord]:
     """The spans a happens-before path between the finding's spans can run through: every span
-    that ran between its first start and last end (and a second either side, for the edges that
-    came too late), plus the whole of the finding's own traces. Oldest first."""
+    that ran between its first start and last end (and a quarter second either side, for clock
+    skew and for the edges that came too late), plus the whole of the finding's own traces when
+    they are not huge (their roots give the bars their tree). Oldest first."""
     own = list(Span.objects.filter(project=project, trace_id__in=finding.trace_ids, span_id__in=finding.span_ids)
                .values_list("start_ns", "end_ns"))
     if not own:
@@ -266,7 +268,9 @@ def finding_context_spans(*, project, finding: Finding) -> list[SpanRecord]:
                                   end_ns__gte=low)
               .order_by("start_ns", "span_id")[:FINDING_CONTEXT_MAX])
     records = {(s.trace_id, s.span_id): s for s in span_records(around, resource=False)}
-    for s in span_records(Span.objects.filter(project=project, trace_id__in=finding.trace_ids), resource=False):
+    small = Trace.objects.filter(project=project, trace_id__in=finding.trace_ids,
+                                 span_count__lte=FINDING_TRACE_WHOLE_MAX).values("trace_id")
+    for s in span_records(Span.objects.filter(project=project, trace_id__in=small), resource=False):
         records[(s.trace_id, s.span_id)] = s
     return sorted(records.values(), key=lambda s: (s.start_ns, s.span_id))
 

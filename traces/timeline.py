@@ -32,9 +32,11 @@ import html
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 import orjson
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from traces.analysis import causal_edges, clock_skew, critical_path
 from traces.records import KIND_NAMES, STATUS_ERROR, STATUS_NAMES, SpanRecord
@@ -378,8 +380,7 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
     # The skeleton goes through graph_objects (validated); the long columns are filled in
     # afterwards, since validating 50,000-element lists costs more than everything else.
     fig = go.Figure(layout=go.Layout(
-        template="plotly_white",
-        height=int(plot_px + 110),
+                height=int(plot_px + 110),
         margin={"l": 10, "r": 10, "t": 40, "b": 40},
         hovermode="closest",
         hoverdistance=30,
@@ -437,7 +438,14 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
     for trace, cols in zip(out["data"], columns):
         trace.update(cols)
     out["layout"]["annotations"] = annotations
+    out["layout"]["template"] = _white_template()
     return out
+
+
+@lru_cache(maxsize=1)
+def _white_template() -> dict:
+    """plotly_white as JSON, built once: validating the template is most of a small figure's cost."""
+    return pio.templates["plotly_white"].to_plotly_json()
 
 
 def _tick(lane: dict, collapsed: bool) -> str:
