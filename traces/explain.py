@@ -12,6 +12,7 @@ finding's traces and every span that ran between the finding's first start and l
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
@@ -169,7 +170,7 @@ class HappensBefore:
             if recs[i].lock_fencing_token is not None:
                 tokens[recs[i].lock_fencing_token].append(i)
         ordered = sorted(tokens)
-        for t0, t1 in zip(ordered, ordered[1:]):
+        for t0, t1 in itertools.pairwise(ordered):
             for a in tokens[t0]:
                 for b in tokens[t1]:
                     out[2 * a + 1].append((2 * b, LOCK, f"token {t0} → {t1}"))
@@ -219,7 +220,7 @@ class HappensBefore:
             v = came[v][0]
         nodes.reverse()
         steps = []
-        for u, v in zip(nodes, nodes[1:]):
+        for u, v in itertools.pairwise(nodes):
             _, reason, note = came[v]
             if reason != DURING:
                 steps.append(Step(reason, self.recs[u >> 1], self.recs[v >> 1], note))
@@ -266,8 +267,8 @@ def _too_late(hb: HappensBefore, came: dict, a: int, b: int) -> tuple[str, list[
         return (f"Nothing that followed {name_of(recs[a])} reached {where} among the spans around.", [])
     first = min(reached, key=lambda i: (recs[i].start_ns, i))
     late_ms = (recs[first].start_ns - target.start_ns) / 1e6
-    return (f"The nearest edge from {name_of(recs[a])} to {where} arrived at {name_of(recs[first])}, "
-            f"{late_ms:.1f} ms after {name_of(target)} had started: too late to order them.",
+    return ((f"The nearest edge from {name_of(recs[a])} to {where} arrived at {name_of(recs[first])}, "
+            f"{late_ms:.1f} ms after {name_of(target)} had started: too late to order them."),
             hb.steps_to(came, 2 * first))
 
 
@@ -302,32 +303,32 @@ def step_text(step: Step) -> str:
 _TEXTS = {
     "lost_update": (
         "Lost update on {key}",
-        "{a} and {b} both wrote {key} on top of version {base}. Each started from the same version "
-        "and neither saw the other's change.",
-        "The write that landed second replaced the first one's work without reading it: one update is "
-        "gone, and nothing failed to say so.",
-        ["Write with compare-and-set on state.base_version: the store rejects a write whose base is not "
-         "the current version, and the agent reads again and retries.",
+        ("{a} and {b} both wrote {key} on top of version {base}. Each started from the same version "
+        "and neither saw the other's change."),
+        ("The write that landed second replaced the first one's work without reading it: one update is "
+        "gone, and nothing failed to say so."),
+        [("Write with compare-and-set on state.base_version: the store rejects a write whose base is not "
+         "the current version, and the agent reads again and retries."),
          "Or serialise the writers with a lock whose fencing token the store checks.",
          "Or pass the version along the message that hands the work over, so the next writer builds on it."],
     ),
     "write_race": (
         "Unordered writes of {key}",
-        "{a} and {b} both wrote {key}, and nothing orders the two writes: no message, no version read, "
-        "no lock and no thread connects one to the other.",
-        "Which write wins depends on timing alone; a re-run can end with the other value, and neither "
-        "writer knew the other was writing.",
-        ["Write with compare-and-set on state.base_version, so a writer that did not see the latest "
-         "version is rejected.",
+        ("{a} and {b} both wrote {key}, and nothing orders the two writes: no message, no version read, "
+        "no lock and no thread connects one to the other."),
+        ("Which write wins depends on timing alone; a re-run can end with the other value, and neither "
+        "writer knew the other was writing."),
+        [("Write with compare-and-set on state.base_version, so a writer that did not see the latest "
+         "version is rejected."),
          "Or hold one lock (with a fencing token) around every write of the key.",
          "Or hand the key from one agent to the next with a message that carries the version."],
     ),
     "stale_read": (
         "Stale read of {key}",
-        "{a} read {key} at an old version although {b}'s newer write had already happened before the "
-        "read (the chain of edges below).",
-        "The reader had every reason to see the newer version: it acted on data it was causally "
-        "past, typically from a cache or a lagging replica.",
+        ("{a} read {key} at an old version although {b}'s newer write had already happened before the "
+        "read (the chain of edges below)."),
+        ("The reader had every reason to see the newer version: it acted on data it was causally "
+        "past, typically from a cache or a lagging replica."),
         ["Read through the store, or invalidate the cache on write.",
          "Pass the version along the message and have the reader wait for (or reject) anything older.",
          "Check state.base_version when writing back what was read."],
@@ -335,28 +336,28 @@ _TEXTS = {
     "duplicate_side_effect": (
         "Side effect {key} executed more than once",
         "{count} spans executed the side effect {key} (idempotency.outcome = executed): {names}.",
-        "An action meant to happen once happened several times: a retry or a second agent did not check "
-        "the idempotency key before acting.",
-        ["Record the idempotency key atomically with the action and check it first; later attempts "
-         "report idempotency.outcome = deduplicated.",
+        ("An action meant to happen once happened several times: a retry or a second agent did not check "
+        "the idempotency key before acting."),
+        [("Record the idempotency key atomically with the action and check it first; later attempts "
+         "report idempotency.outcome = deduplicated."),
          "Let the receiving side deduplicate on the key, so retries are harmless."],
     ),
     "lock_overlap": (
         "Lock {key} held twice at once",
         "{a} and {b} were both inside a critical section of lock {key} at the same time.",
-        "A lock is meant to let one holder in at a time; here two were in, so whatever the lock "
-        "protects was open to a race.",
-        ["Use fencing tokens: each grant a larger token, and the protected store rejects a write with a "
-         "token smaller than one it has seen.",
-         "Check that the lock service never grants a held token again, and that holders renew before "
-         "their lease ends."],
+        ("A lock is meant to let one holder in at a time; here two were in, so whatever the lock "
+        "protects was open to a race."),
+        [("Use fencing tokens: each grant a larger token, and the protected store rejects a write with a "
+         "token smaller than one it has seen."),
+         ("Check that the lock service never grants a held token again, and that holders renew before "
+         "their lease ends.")],
     ),
     "causality_violation": (
         "Clocks disagree with causality",
         "{a} starts before {b}, which caused it ({relation}), by {gap}.",
-        "A cause cannot start after its effect: one of the two process clocks is off (or the parent id "
+        ("A cause cannot start after its effect: one of the two process clocks is off (or the parent id "
         "is wrong). Timestamps across these processes cannot be compared; Causeway's ordering does not "
-        "use them, but a timeline drawn by wall clock misleads.",
+        "use them, but a timeline drawn by wall clock misleads."),
         ["Synchronise the hosts' clocks (NTP or chrony) and alert on offset.",
          "Check that the span's parent id (or link) names the span that really caused it.",
          "Tick \"Adjust for clock skew\" on the trace page to see the processes shifted by their estimated offsets."],
@@ -364,8 +365,8 @@ _TEXTS = {
     "orphan_span": (
         "Span without its parent",
         "{a} names a parent span ({parent}) that was never received.",
-        "Happens-before through the missing parent is lost, so races around it may be missed or "
-        "reported wrongly; usually an exporter dropped data or a span was never ended.",
+        ("Happens-before through the missing parent is lost, so races around it may be missed or "
+        "reported wrongly; usually an exporter dropped data or a span was never ended."),
         ["End every span (also on error paths) and flush the exporter before the process exits.",
          "Check the exporter's queue size and the collector's drop counters."],
     ),
@@ -418,7 +419,7 @@ def _cause_evidence(child: SpanRecord, cause: SpanRecord) -> PairEvidence:
 
 def _consecutive(recs, idxs: list[int]) -> list[tuple[int, int]]:
     by_start = sorted(idxs, key=lambda i: recs[i].start_ns)[:8]
-    return list(zip(by_start, by_start[1:]))
+    return list(itertools.pairwise(by_start))
 
 
 def _words(kind, key, sides, missing, detail, hb, idxs) -> dict:
