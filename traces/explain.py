@@ -418,7 +418,7 @@ def _cause_evidence(child: SpanRecord, cause: SpanRecord) -> PairEvidence:
 
 
 def _consecutive(recs, idxs: list[int]) -> list[tuple[int, int]]:
-    by_start = sorted(idxs, key=lambda i: recs[i].start_ns)[:8]
+    by_start = sorted(idxs, key=lambda i: recs[i].start_ns)[:4]  # three pairs are shown
     return list(itertools.pairwise(by_start))
 
 
