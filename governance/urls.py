@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.urls import include, path, re_path, register_converter
 from drf_spectacular.views import SpectacularSwaggerView
 
+from governance import docs as gdocs
 from governance import views as gviews
 from governance.api import views as gapi
 from governance.converters import IdConverter, VersionConverter
@@ -44,6 +45,7 @@ urlpatterns = [
     path("api/schema/", gapi.SchemaApi.as_view(), name="schema"),
     # A person opens the docs in a browser: without a session they are sent to log in.
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="swagger-ui"),
+    path("docs/<slug:name>/", gdocs.docs_page, name="docs-page"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -63,6 +65,7 @@ urlpatterns = [
     path("p/<slug:slug>/traces/<str:trace_id>/graph/", tviews.trace_graph, name="trace-graph"),
     path("p/<slug:slug>/state/<path:key>/", tviews.key_history, name="key-history"),
     path("p/<slug:slug>/findings/", tviews.finding_list, name="finding-list"),
+    path("p/<slug:slug>/findings/<id:finding_id>/", tviews.finding_detail, name="finding-detail"),
     path("p/<slug:slug>/findings/<id:finding_id>/acknowledge/", tviews.finding_acknowledge_view,
          name="finding-acknowledge"),
     path("", include("policies.urls")),

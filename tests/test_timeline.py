@@ -121,7 +121,22 @@ def test_it_lists_the_critical_path_root_first():
     # which ends exactly when the read starts (not before), so the walk goes on to "write order".
     assert path[:5] == ["a000000000000001", "a000000000000006", "a000000000000007", "a00000000000000a",
                         "a000000000000008"]
-    assert {data["spans"]["cat"][i] for i in data["critical"]} == {1}
+    # An outline under the bars, not a fill: the bars keep their colour, so a finding stays red.
+    assert {data["spans"]["cat"][i] for i in data["critical"]} == {0}
+    figure = figure_build(data)
+    names = [t["name"] for t in figure["data"]]
+    outline, bars = figure["data"][names.index("critical path")], figure["data"][names.index("span")]
+    assert names.index("critical path") < names.index("span")
+    assert outline["line"]["width"] > bars["line"]["width"]
+    assert len([x for x in outline["x"] if x is not None]) == 2 * len(data["critical"])
+    assert not [x for x in figure_build(data, show_critical=False)["data"][names.index("critical path")]["x"]
+                if x is not None]
+
+
+def test_every_bar_of_a_trace_is_named():
+    data = timeline_build(hand_trace())
+    labels = next(t for t in figure_build(data)["data"] if t["name"] == "labels")
+    assert sorted(labels["text"]) == sorted(data["spans"]["name"])
 
 
 def test_it_flags_a_lane_whose_clock_is_beyond_the_tolerance():
@@ -158,7 +173,7 @@ def test_findings_paint_their_spans_red_in_one_trace():
     assert red["type"] == "scattergl" and red["line"]["color"] == "#dc2626"
     assert len([x for x in red["x"] if x is not None]) == 4  # two bars, start and end each
     names = [t["name"] for t in figure["data"]]
-    assert names[:4] == ["collapsed lane", "span", "critical path", "finding"]
+    assert names[:4] == ["collapsed lane", "critical path", "span", "finding"]
 
 
 def test_acknowledged_findings_stay_drawn_but_pale():

@@ -542,6 +542,11 @@ def _who(s: SpanRecord) -> str:
     return s.agent or s.span_id
 
 
+def _span_name(s: SpanRecord) -> str:
+    """A span as a reader knows it: its name and who ran it (the page links the ids)."""
+    return f"{s.name} ({_who(s)})"
+
+
 def _races(sp: _Spans, accesses: list[int], clocks: _Clocks, out: list[Finding]) -> None:
     recs = sp.recs
     writes_by_key: dict[str, list[int]] = defaultdict(list)
@@ -618,7 +623,7 @@ def _write_races(sp, key, writes, accesses, clocks, lock_cache, out) -> None:
             continue
         out.append(_finding(sp, "write_race", key, (a, b), (
             f"writes of {key} by {_who(ra)} (v{ra.state_version}) and {_who(rb)} (v{rb.state_version}) "
-            f"are ordered by happens-before in neither direction")))
+            f"are unordered: neither writer could have seen the other's write")))
 
 
 def _stale_reads(sp, key, writes, reads, accesses, clocks, out) -> None:
@@ -758,19 +763,19 @@ def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool,
             tolerance = same_ns if clock[p] == clock[i] else skew_ns
             if st[p] - st[i] > tolerance:
                 out.append(_finding(sp, "causality_violation", "", (i, p), (
-                    f"span {s.span_id} starts {(st[p] - st[i]) / 1e6:.3f} ms before its parent "
-                    f"{recs[p].span_id} starts"), ordered=False))
+                    f"{_span_name(s)} starts {(st[p] - st[i]) / 1e6:.3f} ms before its parent "
+                    f"{_span_name(recs[p])} starts"), ordered=False))
         elif p < 0 and s.parent_span_id and report_orphans:
             out.append(_finding(sp, "orphan_span", "", (i,), (
-                f"span {s.span_id} names parent {s.parent_span_id}, which is not among the spans analysed")))
+                f"{_span_name(s)} names parent span {s.parent_span_id}, which is not among the spans analysed")))
         for link in s.links:
             q = find(link.trace_id, link.span_id)
             if q >= 0 and q != i:
                 tolerance = same_ns if clock[q] == clock[i] else skew_ns
                 if st[q] - st[i] > tolerance:
                     out.append(_finding(sp, "causality_violation", "", (i, q), (
-                        f"span {s.span_id} starts {(st[q] - st[i]) / 1e6:.3f} ms before the span "
-                        f"{recs[q].span_id} it links to starts"), ordered=False))
+                        f"{_span_name(s)} starts {(st[q] - st[i]) / 1e6:.3f} ms before the span "
+                        f"{_span_name(recs[q])} it links to starts"), ordered=False))
 
 
 def _revised_only(sp: _Spans, out: list[Finding], reached: np.ndarray, revised_by) -> list[Finding]:

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count, JSONField, Min, Q, TextField, Value
+from django.db import connection, models
+from django.db.models import Count, IntegerField, JSONField, Min, OuterRef, Q, Subquery, TextField, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce
 
+from governance.models import AuditRecord
 from governance.selectors import projects_for_user
 from traces.models import Finding, FindingSpan, Span, Trace
 from traces.records import Link, SpanRecord, chain_and_clock
@@ -57,10 +59,41 @@ def spans_with_attribute(*, project, key: str, value: str):
     return spans.alias(_attr=text).filter(_attr__in=alternatives)
 
 
+TRACE_SORTS = {
+    "newest": ("-start_ns", "trace_id"),
+    "oldest": ("start_ns", "trace_id"),
+    "findings": ("-open_findings", "-start_ns", "trace_id"),
+    "violations": ("-violations", "-start_ns", "trace_id"),
+    "duration": ("-duration", "trace_id"),
+    "errors": ("-error_count", "-start_ns", "trace_id"),
+}
+
+# Violations are the policies app's, which traces does not import (pyproject's import contracts):
+# the count reads its table by name. The (project, trace_id) index serves it.
+_VIOLATIONS_OF_TRACE = ("SELECT COUNT(*) FROM policies_violation v "
+                        "WHERE v.project_id = traces_trace.project_id AND v.trace_id = traces_trace.trace_id")
+
+
+def _open_findings_of_trace():
+    return Coalesce(Subquery(
+        FindingSpan.objects.filter(project=OuterRef("project"), trace_id=OuterRef("trace_id"),
+                                   finding__status=Finding.Status.OPEN)
+        .order_by().values("trace_id").annotate(n=Count("finding_id", distinct=True)).values("n")[:1],
+        output_field=IntegerField()), Value(0))
+
+
 def traces_search(*, project, service="", agent="", name="", status="", since=None, until=None,
-                  min_duration_ms=None, max_duration_ms=None, now=None, attr="", finding_kind="", state_key=""):
-    """Traces of a project matching the filters, newest first. `attr` is "key=value" on a span's attributes."""
-    qs = Trace.objects.filter(project=project)
+                  min_duration_ms=None, max_duration_ms=None, now=None, attr="", finding_kind="", state_key="",
+                  has_findings="", sort=""):
+    """Traces of a project matching the filters, newest first unless `sort` says otherwise (TRACE_SORTS),
+    each with its count of open findings and of policy violations. `attr` is "key=value" on a span's
+    attributes; `has_findings` "yes" or "no" (open or acknowledged findings)."""
+    qs = Trace.objects.filter(project=project).annotate(
+        open_findings=_open_findings_of_trace(), violations=RawSQL(_VIOLATIONS_OF_TRACE, [], IntegerField()))
+    if has_findings:
+        with_findings = FindingSpan.objects.filter(project=project).exclude(
+            finding__status=Finding.Status.WITHDRAWN).values("trace_id")
+        qs = qs.filter(trace_id__in=with_findings) if has_findings == "yes" else qs.exclude(trace_id__in=with_findings)
     if attr:
         key, _, value = attr.partition("=")
         qs = qs.filter(trace_id__in=spans_with_attribute(project=project, key=key.strip(), value=value.strip())
@@ -92,7 +125,9 @@ def traces_search(*, project, service="", agent="", name="", status="", since=No
         qs = qs.extra(where=["end_ns - start_ns >= %s"], params=[int(min_duration_ms * 1e6)])
     if max_duration_ms is not None:
         qs = qs.extra(where=["end_ns - start_ns <= %s"], params=[int(max_duration_ms * 1e6)])
-    return qs.order_by("-start_ns", "trace_id")
+    if sort == "duration":
+        qs = qs.alias(duration=models.F("end_ns") - models.F("start_ns"))
+    return qs.order_by(*TRACE_SORTS.get(sort or "newest"))
 
 
 def trace_get(*, project, trace_id: str) -> Trace | None:
@@ -212,3 +247,47 @@ def finding_get(*, user, finding_id: int):
     """A finding in one of the person's projects, or None."""
     return Finding.objects.select_related("project").filter(
         pk=finding_id, project__in=projects_for_user(user=user)).first()
+
+
+# The spans a finding's explanation reads: around its own spans by this much, and at most this many.
+FINDING_CONTEXT_NS = 250_000_000
+FINDING_CONTEXT_MAX = 20_000
+FINDING_TRACE_WHOLE_MAX = 2_000  # a finding's own traces are read whole up to this many spans
+
+
+def finding_context_spans(*, project, finding: Finding) -> list[SpanRecord]:
+    """The spans a happens-before path between the finding's spans can run through: every span
+    that ran between its first start and last end (and a quarter second either side, for clock
+    skew and for the edges that came too late), plus the whole of the finding's own traces when
+    they are not huge (their roots give the bars their tree). Oldest first."""
+    own = list(Span.objects.filter(project=project, trace_id__in=finding.trace_ids, span_id__in=finding.span_ids)
+               .values_list("start_ns", "end_ns"))
+    if not own:
+        return list(span_records(Span.objects.filter(project=project, trace_id__in=finding.trace_ids)
+                                 .order_by("start_ns", "span_id"), resource=False))
+    low = min(s for s, _ in own) - FINDING_CONTEXT_NS
+    high = max(e for _, e in own) + FINDING_CONTEXT_NS
+    around = (Span.objects.filter(project=project, start_ns__gte=low - FINDING_CONTEXT_NS, start_ns__lte=high,
+                                  end_ns__gte=low)
+              .order_by("start_ns", "span_id")[:FINDING_CONTEXT_MAX])
+    records = {(s.trace_id, s.span_id): s for s in span_records(around, resource=False)}
+    small = Trace.objects.filter(project=project, trace_id__in=finding.trace_ids,
+                                 span_count__lte=FINDING_TRACE_WHOLE_MAX).values("trace_id")
+    for s in span_records(Span.objects.filter(project=project, trace_id__in=small), resource=False):
+        records[(s.trace_id, s.span_id)] = s
+    return sorted(records.values(), key=lambda s: (s.start_ns, s.span_id))
+
+
+_HISTORY_WORDS = {"finding.acknowledge": "acknowledged"}
+
+
+def finding_history(*, project, finding: Finding) -> list[dict]:
+    """What happened to a finding, oldest first: found, acknowledged (from the audit log), withdrawn."""
+    events = [{"at": finding.created_at, "what": "found", "who": "analysis", "detail": ""}]
+    for record in AuditRecord.objects.filter(project=project, object_type="finding", object_id=str(finding.pk)):
+        events.append({"at": record.created_at, "what": _HISTORY_WORDS.get(record.action, record.action),
+                       "who": record.actor_name, "detail": ""})
+    if finding.withdrawn_at:
+        events.append({"at": finding.withdrawn_at, "what": "withdrawn", "who": "analysis",
+                       "detail": finding.withdrawn_reason})
+    return sorted(events, key=lambda e: e["at"])

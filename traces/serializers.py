@@ -7,7 +7,7 @@ from governance.api.inputs import ProjectQuery
 from traces.analysis import KINDS
 from traces.models import Finding, Span, Trace
 from traces.records import KIND_NAMES, STATUS_NAMES
-from traces.selectors import LAST_CHOICES
+from traces.selectors import LAST_CHOICES, TRACE_SORTS
 
 
 class SpanTimeField(serializers.DateTimeField):
@@ -48,6 +48,11 @@ class TraceFilterSerializer(serializers.Serializer):
                                            help_text="the trace has a finding of this kind")
     state_key = serializers.CharField(required=False, allow_blank=True, max_length=512, trim_whitespace=False,
                                       help_text="a span of the trace accessed this state key")
+    has_findings = serializers.ChoiceField(choices=["yes", "no"], required=False, allow_blank=True,
+                                           help_text="yes: the trace has an open or acknowledged finding; no: none")
+    sort = serializers.ChoiceField(choices=list(TRACE_SORTS), required=False, allow_blank=True,
+                                   help_text="newest (default), oldest, findings (open findings, most first), "
+                                             "violations (most first), duration (longest first), errors")
 
     def validate_attr(self, value: str) -> str:
         if value and ("=" not in value or not value.partition("=")[0].strip()):
@@ -75,11 +80,13 @@ class TraceSummarySerializer(serializers.ModelSerializer):
     services = serializers.ListField(source="service_list", child=serializers.CharField())
     agents = serializers.ListField(source="agent_list", child=serializers.CharField())
     duration_ns = serializers.IntegerField()
+    open_findings = serializers.IntegerField(help_text="open findings involving a span of the trace")
+    violations = serializers.IntegerField(help_text="policy violations recorded on spans of the trace")
 
     class Meta:
         model = Trace
         fields = ["trace_id", "root_name", "root_span_id", "services", "agents", "span_count", "error_count",
-                  "start_ns", "end_ns", "duration_ns", "state"]
+                  "start_ns", "end_ns", "duration_ns", "state", "open_findings", "violations"]
 
 
 class SpanSerializer(serializers.ModelSerializer):

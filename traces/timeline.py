@@ -32,9 +32,11 @@ import html
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 import orjson
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from traces.analysis import causal_edges, clock_skew, critical_path
 from traces.records import KIND_NAMES, STATUS_ERROR, STATUS_NAMES, SpanRecord
@@ -42,13 +44,24 @@ from traces.records import KIND_NAMES, STATUS_ERROR, STATUS_NAMES, SpanRecord
 COLLAPSE_OVER = 2000  # beyond this many spans, lanes start collapsed to a summary bar
 MAX_ROWS = 8  # nesting rows drawn per lane; deeper spans share the last row
 LANE_GAP = 0.6  # blank rows between lanes
+ROW_PX = 30  # a row's height, room for a bar and its name above it
 ANNOTATED_EDGES_MAX = 150  # up to this many edges get real arrows; beyond, lines with a head marker
 EDGE_KINDS = ("rpc", "link", "reads_from", "lock")
-EDGE_COLORS = {"rpc": "#334155", "link": "#7c3aed", "reads_from": "#0f766e", "lock": "#b45309"}
+# The finding page adds its evidence: the happens-before path ("evidence"), the edges that came
+# too late to order a concurrent pair ("late"), and the absence itself ("no_path", dashed).
+EVIDENCE_KINDS = ("evidence", "late")
+EDGE_COLORS = {"rpc": "#334155", "link": "#7c3aed", "reads_from": "#0f766e", "lock": "#b45309",
+               "evidence": "#b91c1c", "late": "#64748b"}
+NO_PATH_COLOR = "#b91c1c"
+LABELS_MAX = 1500  # beyond this many bars drawn, only findings' bars carry their name (SVG text is slow)
+LABEL_CHARS = 28
 # Span categories, drawn in this order (later on top): one WebGL trace each. An
 # acknowledged finding stays visible but pale, as a silenced alert does in Alertmanager.
+# Category 1 is unused by bars: the critical path is an outline drawn under them (CRITICAL_COLOR),
+# so it never hides a finding's red.
 CATEGORIES = (("span", "#60a5fa"), ("critical path", "#f59e0b"), ("finding", "#dc2626"),
               ("acknowledged finding", "#fca5a5"))
+CRITICAL_COLOR = "#f59e0b"
 OPEN_FINDING, ACKNOWLEDGED_FINDING = 2, 3
 FINDING_CATEGORIES = (OPEN_FINDING, ACKNOWLEDGED_FINDING)
 SUMMARY_COLOR = "#94a3b8"
@@ -84,6 +97,11 @@ def access_label(s: SpanRecord) -> str:
     return ""
 
 
+def short_name(name: str) -> str:
+    """A bar's label: its span name, cut to fit (the hover shows it whole)."""
+    return name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "…"
+
+
 def _rows(parent: list[int], lane: list[int]) -> list[int]:
     """Each span's row in its lane: how many of its ancestors are in the same lane (capped)."""
     n = len(parent)
@@ -112,9 +130,14 @@ def _rows(parent: list[int], lane: list[int]) -> list[int]:
 
 def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: str = "",
                    findings: Sequence[dict] = (), tolerance_ms: float = 50.0,
-                   collapse_over: int = COLLAPSE_OVER) -> dict:
+                   collapse_over: int = COLLAPSE_OVER, critical: bool = True, causal: bool = True,
+                   extra_edges: Sequence[tuple[str, str, str]] = ()) -> dict:
     """The timeline data for one trace (mode "trace": x in ms since the first start, critical
-    path and clock skew) or one key's accesses (mode "key": x in epoch ms, access labels)."""
+    path and clock skew) or one key's accesses (mode "key": x in epoch ms, access labels).
+    `extra_edges` are (from span id, to span id, kind) drawn whatever their lanes (the finding
+    page's evidence); `critical=False` leaves the critical path out (a slice of several traces),
+    `causal=False` the causal edges (only `extra_edges` are drawn)."""
+    want_critical = critical
     spans = sorted(spans, key=lambda s: (s.start_ns, s.span_id))
     n = len(spans)
     trace_mode = mode == "trace"
@@ -139,11 +162,10 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
     critical = []
     skew: dict[str, int] = {}
     if trace_mode and spans:
-        critical = [by_span_id[i] for i in critical_path(spans) if i in by_span_id]
+        if want_critical:
+            critical = [by_span_id[i] for i in critical_path(spans) if i in by_span_id]
         skew = clock_skew(spans)
     cat = [0] * n
-    for i in critical:
-        cat[i] = 1
 
     found = []
     for f in findings:
@@ -157,9 +179,13 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
         found.append({**f, "spans": idxs})
 
     edges = []
-    for a, b, kind in causal_edges(spans) if n > 1 else ():
+    for a, b, kind in causal_edges(spans) if n > 1 and causal else ():
         i, j = by_span_id.get(a), by_span_id.get(b)
         if i is not None and j is not None and lane[i] != lane[j]:
+            edges.append([i, j, kind])
+    for a, b, kind in extra_edges:
+        i, j = by_span_id.get(a), by_span_id.get(b)
+        if i is not None and j is not None:
             edges.append([i, j, kind])
 
     lanes = []
@@ -215,7 +241,7 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
             "name": [s.name for s in spans],
             "cat": cat,
             "err": [1 if s.status_code == STATUS_ERROR else 0 for s in spans],
-            "label": [access_label(s) for s in spans] if not trace_mode else [],
+            "label": [access_label(s) for s in spans] if not trace_mode else [short_name(s.name) for s in spans],
         },
         "details": details,
         "edges": edges,
@@ -244,9 +270,13 @@ def _hidden_by_subtree(parent: list[int], collapsed_spans: Iterable[int]) -> set
 
 
 def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, collapsed_spans: Iterable[int] = (),
-                 skew_adjust: bool = False) -> dict:
+                 skew_adjust: bool = False, show_critical: bool = True, all_edges: bool | None = None) -> dict:
     """The Plotly figure (as its JSON dict) for timeline data in one view state. Without
-    `collapsed_lanes`, every lane is collapsed when the data says so, else none."""
+    `collapsed_lanes`, every lane is collapsed when the data says so, else none. A key's history
+    draws only the edges that touch a finding unless `all_edges` (thousands of reads-from arrows
+    are a tangle); a trace draws them all unless told otherwise."""
+    if all_edges is None:
+        all_edges = data["mode"] != "key"
     lanes, S = data["lanes"], data["spans"]
     if collapsed_lanes is None:
         collapsed = set(range(len(lanes))) if data["collapsed"] else set()
@@ -297,22 +327,39 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
             hc.append(-1 - li)
             ht.append(f"{ln['count']} spans of {plotly_text(ln['agent'])}<br>click to expand the lane")
 
-    plot_px = min(max(total * 22, 200), 1400)
+    plot_px = min(max(total * ROW_PX, 200), 1400)
     row_px = plot_px / (total + 1)
     width = max(2.0, min(14.0, row_px * 0.6))
 
+    crit_x, crit_y = [], []
+    if show_critical:
+        for i in data["critical"]:
+            li = lane_col[i]
+            if i in ypos and (li not in collapsed or cat[i]):
+                crit_x += (x0[i] - shift[li], x1[i] - shift[li], None)
+                crit_y += (ypos[i], ypos[i], None)
+
     edge_x, edge_y, head_x, head_y, annotations = [], [], [], [], []
+    gap_x, gap_y = [], []
     # An edge between two collapsed lanes is drawn only when it touches a highlighted span:
     # thousands of arrows between summary bars say nothing and cost the browser seconds.
     drawn = [(a, b, k) for a, b, k in data["edges"] if a in ypos and b in ypos
-             and (lane_col[a] not in collapsed or lane_col[b] not in collapsed or cat[a] or cat[b])]
+             and (lane_col[a] not in collapsed or lane_col[b] not in collapsed or cat[a] or cat[b])
+             and (all_edges or cat[a] in FINDING_CATEGORIES or cat[b] in FINDING_CATEGORIES)]
+    plain = sum(1 for *_, k in drawn if k in EDGE_KINDS)
     for a, b, kind in drawn:
-        xa = (x1[a] if kind in ("reads_from", "lock") else x0[a]) - shift[lane_col[a]]
+        if kind == "no_path":  # the absence of a path, drawn between the two bars' middles
+            gap_x += ((x0[a] + x1[a]) / 2 - shift[lane_col[a]], (x0[b] + x1[b]) / 2 - shift[lane_col[b]], None)
+            gap_y += (ypos[a], ypos[b], None)
+            continue
+        xa = (x1[a] if kind in ("reads_from", "lock", "evidence", "late") else x0[a]) - shift[lane_col[a]]
         xb = x0[b] - shift[lane_col[b]]
-        if len(drawn) <= ANNOTATED_EDGES_MAX:
+        if kind in EVIDENCE_KINDS or plain <= ANNOTATED_EDGES_MAX:
+            strong = kind == "evidence"
             annotations.append({"x": xb, "y": ypos[b], "ax": xa, "ay": ypos[a], "xref": "x", "yref": "y",
-                                "axref": "x", "ayref": "y", "showarrow": True, "arrowhead": 2, "arrowsize": 1.2,
-                                "arrowwidth": 1.4, "arrowcolor": EDGE_COLORS.get(kind, "#334155"), "text": "",
+                                "axref": "x", "ayref": "y", "showarrow": True, "arrowhead": 2,
+                                "arrowsize": 1.1 if strong else 1.2, "arrowwidth": 3 if strong else 1.4,
+                                "arrowcolor": EDGE_COLORS.get(kind, "#334155"), "text": "",
                                 "standoff": 2, "hovertext": kind})
         else:
             edge_x += (xa, xb, None)
@@ -322,9 +369,10 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
 
     labels_x, labels_y, labels_t = [], [], []
     if S["label"]:
+        everything = len(ypos) <= LABELS_MAX
         for i, yy in ypos.items():
             li = lane_col[i]
-            if S["label"][i] and (li not in collapsed or cat[i]):
+            if S["label"][i] and (li not in collapsed or cat[i]) and (everything or cat[i]):
                 labels_x.append(x0[i] - shift[li])
                 labels_y.append(yy - 0.32)
                 labels_t.append(plotly_text(S["label"][i]))
@@ -332,8 +380,7 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
     # The skeleton goes through graph_objects (validated); the long columns are filled in
     # afterwards, since validating 50,000-element lists costs more than everything else.
     fig = go.Figure(layout=go.Layout(
-        template="plotly_white",
-        height=int(plot_px + 110),
+                height=int(plot_px + 110),
         margin={"l": 10, "r": 10, "t": 40, "b": 40},
         hovermode="closest",
         hoverdistance=30,
@@ -342,7 +389,9 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
         showlegend=True,
         legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
         xaxis={"title": {"text": "ms since trace start" if data["x_kind"] == "ms" else "time (UTC)"},
-               "type": "linear" if data["x_kind"] == "ms" else "date", "zeroline": False, "showgrid": True},
+               "type": "linear" if data["x_kind"] == "ms" else "date", "zeroline": False, "showgrid": True,
+               # A key's history spans hours: a brush under the chart to pick the stretch to read.
+               "rangeslider": {"visible": data["mode"] == "key", "thickness": 0.08}},
         yaxis={"tickmode": "array", "tickvals": base, "ticktext": [_tick(ln, li in collapsed) for li, ln in
                                                                    enumerate(lanes)],
                "range": [total + 0.1, -0.8], "showgrid": False, "zeroline": False, "automargin": True},
@@ -353,7 +402,12 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
     ))
     fig.add_trace(go.Scattergl(name="collapsed lane", mode="lines", line={"color": SUMMARY_COLOR, "width": width},
                                hoverinfo="skip", connectgaps=False))
+    # The critical path: an outline, drawn under the bars.
+    fig.add_trace(go.Scattergl(name=CATEGORIES[1][0], mode="lines", line={"color": CRITICAL_COLOR, "width": width + 5},
+                               hoverinfo="skip", connectgaps=False, showlegend=bool(crit_x)))
     for c, (label, color) in enumerate(CATEGORIES):
+        if c == 1:
+            continue
         # A finding's bar also gets a dot at each end, so a 1 ms write stays visible in a 10 s trace.
         fig.add_trace(go.Scattergl(name=label, mode="lines+markers" if c in FINDING_CATEGORIES else "lines",
                                    line={"color": color, "width": width}, marker={"color": color, "size": 9},
@@ -362,6 +416,8 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
                                hoverinfo="skip", connectgaps=False, showlegend=bool(edge_x)))
     fig.add_trace(go.Scattergl(name="edge heads", mode="markers", showlegend=False, hoverinfo="skip",
                                marker={"color": "rgba(71,85,105,0.7)", "size": 5, "symbol": "diamond"}))
+    fig.add_trace(go.Scatter(name="no happens-before path", mode="lines", hoverinfo="skip",
+                             line={"color": NO_PATH_COLOR, "width": 2, "dash": "dash"}, showlegend=bool(gap_x)))
     # SVG, not WebGL: WebGL text is placed in float32, which cannot tell epoch milliseconds apart.
     fig.add_trace(go.Scatter(name="labels", mode="text", showlegend=False, hoverinfo="skip",
                                textposition="top right", textfont={"size": 10, "color": "#1e293b"}))
@@ -371,16 +427,25 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
     out = fig.to_plotly_json()
     columns = [
         {"x": sx, "y": sy},
-        *({"x": xs, "y": ys} for xs, ys in segs),
+        {"x": crit_x, "y": crit_y},
+        *({"x": xs, "y": ys} for c, (xs, ys) in enumerate(segs) if c != 1),
         {"x": edge_x, "y": edge_y},
         {"x": head_x, "y": head_y},
+        {"x": gap_x, "y": gap_y},
         {"x": labels_x, "y": labels_y, "text": labels_t},
         {"x": hx, "y": hy, "customdata": hc, "text": ht},
     ]
     for trace, cols in zip(out["data"], columns):
         trace.update(cols)
     out["layout"]["annotations"] = annotations
+    out["layout"]["template"] = _white_template()
     return out
+
+
+@lru_cache(maxsize=1)
+def _white_template() -> dict:
+    """plotly_white as JSON, built once: validating the template is most of a small figure's cost."""
+    return pio.templates["plotly_white"].to_plotly_json()
 
 
 def _tick(lane: dict, collapsed: bool) -> str:

@@ -17,10 +17,13 @@ from governance.services import client_address
 from governance.views import page_action, page_allows, page_object, page_project
 from policies.selectors import violations_search
 from traces.analysis import KINDS
+from traces.explain import DOCS_PAGE, explain, name_of, step_text
 from traces.models import Finding
 from traces.selectors import (
     LAST_CHOICES,
     analysis_lag,
+    finding_context_spans,
+    finding_history,
     findings_of_trace,
     findings_search,
     key_accesses,
@@ -30,9 +33,13 @@ from traces.selectors import (
 )
 from traces.serializers import FindingFilterSerializer, KeyHistoryFilterSerializer, TraceFilterSerializer
 from traces.services import finding_acknowledge
-from traces.timeline import figure_build, graph_build, timeline_build, timeline_json
+from traces.timeline import access_label, figure_build, graph_build, timeline_build, timeline_json
 
 KEY_HISTORY_LIMIT = 5000
+KEY_TABLE_ROWS = 1000  # the accesses table beside the key's chart: the newest
+
+TRACE_SORT_LABELS = [("newest", "newest first"), ("oldest", "oldest first"), ("findings", "most open findings"),
+                     ("violations", "most violations"), ("duration", "longest"), ("errors", "most errors")]
 
 
 # ---------------------------------------------------------------------------
@@ -51,6 +58,7 @@ def finding_dict(finding: Finding, slug: str) -> dict:
         "trace_ids": list(finding.trace_ids),
         "agents": finding.agent_list,
         "key_url": reverse("key-history", args=[slug, finding.key]) if finding.key else "",
+        "url": reverse("finding-detail", args=[slug, finding.pk]),
         "trace_urls": [[t, reverse("trace-detail", args=[slug, t]) + f"?finding={finding.pk}"]
                        for t in finding.trace_ids],
     }
@@ -101,9 +109,12 @@ def trace_list(request, slug):
     page = Paginator(traces, 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
+    unsorted = query.copy()
+    unsorted.pop("sort", None)
     return render(request, "traces/search.html", {
         "project": project, "page": page, "filters": request.GET, "errors": filters.errors if not valid else {},
         "last_choices": list(LAST_CHOICES), "query": query.urlencode(), "finding_kinds": KINDS,
+        "query_unsorted": unsorted.urlencode(), "sorts": TRACE_SORT_LABELS,
         "lag": analysis_lag(project=project, now=timezone.now()),
     })
 
@@ -152,11 +163,19 @@ def key_history(request, slug, key):
     data = timeline_build(records, mode="key", title=key, findings=findings)
     data["figure"] = figure_build(data)
     data["trace_url"] = reverse("trace-list", args=[slug])
+    S = data["spans"]
+    in_finding = {S["id"][i] for i in range(len(S["id"])) if S["cat"][i] >= 2}
+    finding_of = {sid: f["url"] for f in findings for sid in f["span_ids"]}
+    table = [{"span": s, "x": (s.start_ns // 1_000_000), "label": access_label(s), "finding": s.span_id in in_finding,
+              "finding_url": finding_of.get(s.span_id, ""),
+              "trace_url": reverse("trace-detail", args=[slug, s.trace_id]) + f"?span={s.span_id}"}
+             for s in reversed(records[-KEY_TABLE_ROWS:])]
     return render(request, "traces/key_history.html", {
         "project": project, "key": key, "data": data, "timeline_json": timeline_json(data),
         "findings": data["findings"], "filters": request.GET, "errors": filters.errors if not valid else {},
         "last_choices": list(LAST_CHOICES), "truncated": truncated, "limit": KEY_HISTORY_LIMIT,
-        "plotly_version": plotly.__version__, "access_count": len(records),
+        "plotly_version": plotly.__version__, "access_count": len(records), "table": table,
+        "table_limit": KEY_TABLE_ROWS,
     })
 
 
@@ -175,6 +194,50 @@ def finding_list(request, slug):
         "statuses": Finding.Status.values, "query": query.urlencode(),
         "can_acknowledge": page_allows(request, Role.OPERATOR),
     })
+
+
+@login_required
+def finding_detail(request, slug, finding_id):
+    """One finding on one screen: both sides across traces, the happens-before evidence, the key's
+    versions, what it means and what fixes it."""
+    project = page_project(request, slug)
+    finding = get_object_or_404(Finding.objects.select_related("acknowledged_by"), project=project, pk=finding_id)
+    spans = finding_context_spans(project=project, finding=finding)
+    ex = explain(kind=finding.kind, key=finding.key, span_ids=finding.span_ids, trace_ids=finding.trace_ids,
+                 detail=finding.detail, spans=spans)
+    shown = finding_dict(finding, slug)
+    data = timeline_build(ex.slice, mode="trace", title=f"finding {finding.pk}", findings=[shown], critical=False,
+                          causal=False, extra_edges=ex.evidence_edges)
+    data["figure"] = figure_build(data)
+    focus = _focus_range(data, {s.span_id for s in ex.sides} | {i for a, b, _ in ex.evidence_edges for i in (a, b)})
+    if focus:
+        data["figure"]["layout"]["xaxis"]["range"] = focus
+    data["trace_url"] = reverse("trace-list", args=[slug])
+    trace_url = {t: u for t, u in shown["trace_urls"]}
+    sides = [{"span": s, "name": name_of(s), "trace_url": trace_url.get(s.trace_id, "") + f"&span={s.span_id}"}
+             for s in ex.sides]
+    evidence = [{"ev": ev, "steps": [step_text(s) for s in ev.path], "steps_raw": ev.path,
+                 "near": [(text, [step_text(s) for s in steps]) for text, steps in ev.near]} for ev in ex.evidence]
+    return render(request, "traces/finding.html", {
+        "project": project, "finding": finding, "ex": ex, "sides": sides, "evidence": evidence,
+        "data": data, "timeline_json": timeline_json(data), "findings": data["findings"],
+        "history": finding_history(project=project, finding=finding),
+        "docs_url": reverse("docs-page", args=[DOCS_PAGE]) + (f"#{ex.docs_anchor}" if ex.docs_anchor else ""),
+        "concurrent_url": reverse("docs-page", args=[DOCS_PAGE]) + "#concurrent-ordered-by-happens-before-in-neither-direction",
+        "can_acknowledge": request.membership is not None and request.membership.allows(Role.OPERATOR),
+        "plotly_version": plotly.__version__, "trace_urls": shown["trace_urls"], "key_url": shown["key_url"],
+    })
+
+
+def _focus_range(data: dict, span_ids: set[str]) -> list[float] | None:
+    """The x range that shows these spans with a margin: where the finding page's chart opens."""
+    S = data["spans"]
+    xs = [(x0, x1) for sid, x0, x1 in zip(S["id"], S["x0"], S["x1"]) if sid in span_ids]
+    if not xs:
+        return None
+    lo, hi = min(a for a, _ in xs), max(b for _, b in xs)
+    pad = max((hi - lo) * 0.15, 1.0)
+    return [lo - pad, hi + pad]
 
 
 @login_required

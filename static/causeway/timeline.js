@@ -15,8 +15,10 @@
   var fig = data.figure;
   delete data.figure;
   var S = data.spans, lanes = data.lanes, n = S.id.length;
-  var LANE_GAP = 0.6, ANNOTATED_EDGES_MAX = 150;
-  var EDGE_COLORS = {rpc: "#334155", link: "#7c3aed", reads_from: "#0f766e", lock: "#b45309"};
+  var LANE_GAP = 0.6, ROW_PX = 30, ANNOTATED_EDGES_MAX = 150, LABELS_MAX = 1500;
+  var EDGE_COLORS = {rpc: "#334155", link: "#7c3aed", reads_from: "#0f766e", lock: "#b45309",
+                     evidence: "#b91c1c", late: "#64748b"};
+  var PLAIN_EDGES = {rpc: 1, link: 1, reads_from: 1, lock: 1}, EVIDENCE_EDGES = {evidence: 1, late: 1};
   var CAT_NAMES = ["span", "critical path", "finding", "acknowledged finding"];  // traces.timeline.CATEGORIES
   var config = {responsive: true, displaylogo: false, scrollZoom: true,
                 modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"]};
@@ -29,6 +31,8 @@
     lanes: new Set(data.collapsed ? lanes.map(function (_, i) { return i; }) : []),
     spans: new Set(),      // spans whose subtree is collapsed
     skew: false,
+    critical: true,        // the critical path outlined
+    allEdges: data.mode !== "key",  // a key's history: only the edges that touch a finding, unless asked
     selected: [],          // span indexes ringed on the chart
     finding: null
   };
@@ -115,23 +119,40 @@
       hx.push((a + b) / 2); hy.push(base[li]); hc.push(-1 - li);
       ht.push(ln.count + " spans of " + esc(ln.agent) + "<br>click to expand the lane");
     });
-    var plotPx = Math.min(Math.max(total * 22, 200), 1400);
+    var plotPx = Math.min(Math.max(total * ROW_PX, 200), 1400);
     var rowPx = plotPx / (total + 1);
     var width = Math.max(2, Math.min(14, rowPx * 0.6));
 
+    var cx = [], cy = [];
+    if (state.critical) {
+      data.critical.forEach(function (i) {
+        var li = S.lane[i];
+        if (isNaN(ypos[i]) || (collapsed.has(li) && !S.cat[i])) return;
+        cx.push(S.x0[i] - shift[li], S.x1[i] - shift[li], null); cy.push(ypos[i], ypos[i], null);
+      });
+    }
     var drawn = data.edges.filter(function (e) {
       var a = e[0], b = e[1];
       return !isNaN(ypos[a]) && !isNaN(ypos[b]) &&
-        (!collapsed.has(S.lane[a]) || !collapsed.has(S.lane[b]) || S.cat[a] || S.cat[b]);
+        (!collapsed.has(S.lane[a]) || !collapsed.has(S.lane[b]) || S.cat[a] || S.cat[b]) &&
+        (state.allEdges || S.cat[a] >= 2 || S.cat[b] >= 2);
     });
-    var ex = [], ey = [], headX = [], headY = [], annotations = [];
+    var plain = drawn.filter(function (e) { return PLAIN_EDGES[e[2]]; }).length;
+    var ex = [], ey = [], headX = [], headY = [], annotations = [], gx = [], gy = [];
     drawn.forEach(function (e) {
       var a = e[0], b = e[1], kind = e[2];
-      var xa = (kind === "reads_from" || kind === "lock" ? S.x1[a] : S.x0[a]) - shift[S.lane[a]];
+      if (kind === "no_path") {
+        gx.push((S.x0[a] + S.x1[a]) / 2 - shift[S.lane[a]], (S.x0[b] + S.x1[b]) / 2 - shift[S.lane[b]], null);
+        gy.push(ypos[a], ypos[b], null);
+        return;
+      }
+      var fromEnd = kind === "reads_from" || kind === "lock" || EVIDENCE_EDGES[kind];
+      var xa = (fromEnd ? S.x1[a] : S.x0[a]) - shift[S.lane[a]];
       var xb = S.x0[b] - shift[S.lane[b]];
-      if (drawn.length <= ANNOTATED_EDGES_MAX) {
+      if (EVIDENCE_EDGES[kind] || plain <= ANNOTATED_EDGES_MAX) {
+        var strong = kind === "evidence";
         annotations.push({x: xb, y: ypos[b], ax: xa, ay: ypos[a], xref: "x", yref: "y", axref: "x", ayref: "y",
-                          showarrow: true, arrowhead: 2, arrowsize: 1.2, arrowwidth: 1.4,
+                          showarrow: true, arrowhead: 2, arrowsize: strong ? 1.1 : 1.2, arrowwidth: strong ? 3 : 1.4,
                           arrowcolor: EDGE_COLORS[kind] || "#334155", text: "", standoff: 2, hovertext: kind});
       } else {
         ex.push(xa, xb, null); ey.push(ypos[a], ypos[b], null);
@@ -140,10 +161,12 @@
     });
     var lx = [], ly = [], lt = [];
     if (S.label.length) {
+      var everything = hc.filter(function (c) { return c >= 0; }).length <= LABELS_MAX;
       for (var j = 0; j < n; j++) {
         if (isNaN(ypos[j]) || !S.label[j]) continue;
         var lj = S.lane[j];
         if (collapsed.has(lj) && !S.cat[j]) continue;
+        if (!everything && !S.cat[j]) continue;
         lx.push(S.x0[j] - shift[lj]); ly.push(ypos[j] - 0.32); lt.push(esc(S.label[j]));
       }
     }
@@ -157,9 +180,13 @@
     var set = function (name, cols) { Object.assign(fig.data[traceIndex[name]], cols); };
     set("collapsed lane", {x: sx, y: sy, line: Object.assign({}, fig.data[traceIndex["collapsed lane"]].line, {width: width})});
     CAT_NAMES.forEach(function (name, c) {
+      if (c === 1) return;  // the critical path is an outline, below
       set(name, {x: segs[c][0], y: segs[c][1], line: Object.assign({}, fig.data[traceIndex[name]].line, {width: width})});
     });
+    set("critical path", {x: cx, y: cy, showlegend: cx.length > 0,
+                          line: Object.assign({}, fig.data[traceIndex["critical path"]].line, {width: width + 5})});
     set("causal edge", {x: ex, y: ey, showlegend: ex.length > 0});
+    if (traceIndex["no happens-before path"] !== undefined) set("no happens-before path", {x: gx, y: gy, showlegend: gx.length > 0});
     set("edge heads", {x: headX, y: headY});
     set("labels", {x: lx, y: ly, text: lt});
     set("handles", {x: hx, y: hy, customdata: hc, text: ht,
@@ -243,7 +270,7 @@
       ["start", when(i)],
       ["duration", fmt(S.x1[i] - S.x0[i]) + " ms"]
     ];
-    if (S.label.length && S.label[i]) rows.push(["access", S.label[i]]);
+    if (data.mode === "key" && S.label[i]) rows.push(["access", S.label[i]]);
     if (criticalSet.has(i)) rows.push(["critical path", "yes"]);
     if (lanes[S.lane[i]].skewed) rows.push(["clock", "⚠ offset " + lanes[S.lane[i]].skew_ms + " ms"]);
     rows.forEach(function (r) { dl.appendChild(el("dt", null, r[0])); dl.appendChild(el("dd", null, r[1])); });
@@ -361,6 +388,13 @@
     panel.appendChild(head);
     panel.appendChild(el("p", {class: "tl-detail"}, f.detail));
     panel.appendChild(el("p", {class: "muted"}, "agents: " + f.agents.join(", ") + " · " + f.status));
+    if (f.url) {
+      var page = el("p");
+      page.appendChild(el("a", {href: f.url, class: "tl-finding-page"},
+                           f.trace_ids.length > 1 ? "Open the finding page: both sides, across " + f.trace_ids.length + " traces, and why"
+                                                   : "Open the finding page: the evidence and why"));
+      panel.appendChild(page);
+    }
     var others = f.trace_urls;
     if (others.length > 1 || data.mode !== "trace") {
       var ul = el("ul", {class: "tl-trace-links"});
@@ -381,6 +415,23 @@
         Plotly.relayout(chart, {"xaxis.range": [lo - pad, hi + pad]});
       }
     });
+  }
+
+  /* The accesses table beside a key's chart lists what the chart shows: zooming or brushing
+   * hides the rows outside the range. */
+  function filterTable() {
+    var rows = document.querySelectorAll("#kh-table tbody tr[data-x]");
+    if (!rows.length) return;
+    var r = chart._fullLayout.xaxis.range, lo = r[0], hi = r[1];
+    var ms = function (v) { return typeof v === "string" ? Date.parse(v.replace(" ", "T") + "Z") : v; };
+    if (data.x_kind === "date") { lo = ms(lo); hi = ms(hi); }
+    var shown = 0;
+    rows.forEach(function (tr) {
+      var x = Number(tr.getAttribute("data-x")), inside = x >= lo && x <= hi;
+      tr.hidden = !inside; if (inside) shown++;
+    });
+    var count = document.getElementById("kh-shown");
+    if (count) count.textContent = shown + " in view";
   }
 
   function toggleLane(li) {
@@ -419,7 +470,24 @@
   var skewBox = document.getElementById("tl-skew");
   if (skewBox) {
     if (!lanes.some(function (ln) { return ln.skew_ms; })) skewBox.disabled = true;
-    skewBox.addEventListener("change", function () { state.skew = skewBox.checked; redraw(); });
+    skewBox.addEventListener("change", function () {
+      state.skew = skewBox.checked;
+      var note = document.getElementById("tl-skew-note");
+      if (note) {
+        var shifted = lanes.filter(function (ln) { return ln.skew_ms; }).map(function (ln) {
+          return ln.agent + " (" + ln.clock + ") shifted by " + (-ln.skew_ms >= 0 ? "+" : "") + (-ln.skew_ms).toFixed(1) + " ms";
+        });
+        note.textContent = state.skew ? (shifted.length ? "Adjusted: " + shifted.join("; ") + "." : "No clock needed shifting.") : "";
+      }
+      redraw();
+    });
+  }
+  var edgesBox = document.getElementById("tl-all-edges");
+  if (edgesBox) edgesBox.addEventListener("change", function () { state.allEdges = edgesBox.checked; redraw(); });
+  var criticalBox = document.getElementById("tl-critical");
+  if (criticalBox) {
+    if (!data.critical.length) { criticalBox.disabled = true; criticalBox.checked = false; state.critical = false; }
+    criticalBox.addEventListener("change", function () { state.critical = criticalBox.checked; redraw(); });
   }
   var expandAll = document.getElementById("tl-expand-all"), collapseAll = document.getElementById("tl-collapse-all");
   if (expandAll) expandAll.addEventListener("click", function () { state.lanes.clear(); redraw(); });
@@ -432,6 +500,7 @@
   Plotly.newPlot(chart, fig.data, fig.layout, config).then(function () {
     performance.mark("timeline:drawn");
     chart.setAttribute("data-ready", "1");
+    chart.on("plotly_relayout", filterTable);
     chart.on("plotly_click", function (ev) {
       var p = (ev.points || []).find(function (pt) { return pt.data.name === "handles"; });
       if (!p) return;
