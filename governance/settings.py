@@ -238,6 +238,8 @@ SLI_RECOVERY_HORIZON_MINUTES = env_int("SLI_RECOVERY_HORIZON_MINUTES", 360)
 EXTERNAL_URL = env_str("EXTERNAL_URL", "http://127.0.0.1:8000").rstrip("/")
 NOTIFY_TIMEOUT_SECONDS = env_float("NOTIFY_TIMEOUT_SECONDS", 10.0)
 NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 8)
+# Rollouts (governance/rollouts): how often beat drives every active rollout through its steps.
+ROLLOUT_TICK_SECONDS = env_float("ROLLOUT_TICK_SECONDS", 30.0)
 # E-mail: SMTP when EMAIL_HOST is set; otherwise messages are written to the worker's log.
 EMAIL_HOST = env_str("EMAIL_HOST")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
