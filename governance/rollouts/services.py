@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from governance.converters import MAX_ID
 from governance.models import Project, Role
 from governance.rollouts.canary import version_sample
 from governance.rollouts.core import judgement
@@ -68,7 +69,8 @@ def _guards_parse(project: Project, raw) -> dict:
         raise PlanError(f"guards.action: one of {', '.join(GUARD_ACTIONS)}")
     for name, model in (("alert_rules", AlertRule), ("slos", Slo)):
         ids = raw.get(name, [])
-        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        if not isinstance(ids, list) or len(ids) > 100 or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_ID for i in ids):
             raise PlanError(f"guards.{name}: a list of ids")
         known = set(model.objects.filter(project=project, pk__in=ids).values_list("pk", flat=True))
         missing = sorted(set(ids) - known)

@@ -118,10 +118,11 @@ class Metric:
         if not isinstance(critical, bool):
             raise JudgementError(f"{where}.critical: true or false")
         finding_kind = raw.get("finding_kind", "")
-        if not isinstance(finding_kind, str) or (finding_kind and kind.name != "findings_per_1k"):
+        if not isinstance(finding_kind, str) or "\x00" in finding_kind or len(finding_kind) > 32 or (
+                finding_kind and kind.name != "findings_per_1k"):
             raise JudgementError(f"{where}.finding_kind: a finding kind, for findings_per_1k only")
         name = raw.get("name", "")
-        if not isinstance(name, str) or len(name) > 100:
+        if not isinstance(name, str) or len(name) > 100 or "\x00" in name:
             raise JudgementError(f"{where}.name: text up to 100 characters")
         failure = (_condition(raw["failure"], f"{where}.failure") if raw["failure"] is not None else None) \
             if "failure" in raw else Condition(*kind.default_failure) if kind.default_failure else None
