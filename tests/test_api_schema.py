@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from governance.rollouts.services import rollout_create
 from governance.services import api_token_create, ingest_key_create
 from policies.services import policy_create, policy_version_activate, violations_record
 from tests.test_pages import store_trace
@@ -29,7 +30,7 @@ CONFIG = str(Path(__file__).with_name("schemathesis.toml"))
 @pytest.fixture
 def populated(transactional_db, acme, alice, bob):
     """acme with what every endpoint lists: traces, an open and an acknowledged finding, a policy
-    with two versions, one active, its violations, and an ingest key."""
+    with two versions, one active, its violations, an ingest key and a pending rollout."""
     spans = hand_trace()
     spans_store(project_id=acme.pk, spans=spans)
     store_trace(acme, trace_id="b" * 32, error=True)
@@ -42,6 +43,8 @@ def populated(transactional_db, acme, alice, bob):
                    a_span(agent="checkout", name="charge", trace="aa03", minutes_ago=3))
     violations_record(project_id=acme.pk, trace_ids=traces)
     ingest_key_create(project=acme, name="agents", actor=alice)
+    rollout_create(project=acme, actor=alice, name="billing 1.1", service="billing", baseline_version="1.0.0",
+                   canary_version="1.1.0", flag_key="billing-version", template="quick")
     return alice
 
 

@@ -161,17 +161,17 @@ def _transition(rollout: Rollout, *, action: str, actor, role: str, allowed, dec
         if locked is None:
             raise RolloutConflict("the rollout is gone", rollout)
         if expected_version is not None and locked.version != expected_version:
-            raise RolloutConflict(f"the rollout changed meanwhile (now {_state_text(locked)}); reload and retry",
+            raise RolloutConflict(f"the rollout changed meanwhile (now {state_text(locked)}); reload and retry",
                                   locked)
         if not allowed(locked):
-            raise RolloutConflict(f"cannot {action} a rollout that is {_state_text(locked)}", locked)
+            raise RolloutConflict(f"cannot {action} a rollout that is {state_text(locked)}", locked)
         return _apply(locked, decide(locked, now), actor=actor, address=address, now=now)
 
 
-def _state_text(rollout: Rollout) -> str:
+def state_text(rollout: Rollout) -> str:
     if rollout.state == State.PAUSED and rollout.pause_reason:
         return f"paused ({Reason(rollout.pause_reason).label})"
-    return rollout.get_state_display().replace("_", " ")
+    return rollout.state.replace("_", " ")
 
 
 def _reason(reason: str, default: str) -> str:
@@ -240,7 +240,18 @@ def rollout_retry(*, rollout: Rollout, actor, reason: str = "", expected_version
 
     return _transition(rollout, action="retry", actor=actor, role=OPERATE_ROLE, expected_version=expected_version,
                        address=address, decide=decide,
-                       allowed=lambda r: r.state in (State.PAUSED, State.ABORTED, State.ROLLED_BACK))
+                       allowed=retryable)
+
+
+RETRYABLE_PAUSES = (Reason.INCONCLUSIVE, Reason.ANALYSIS_FAILED, Reason.GUARD_FIRING)
+
+
+def retryable(rollout: Rollout) -> bool:
+    """A step that stopped on its own (an analysis, a guard) can run again; an ended rollout can start over.
+    A gate waiting for approval is approved, not retried."""
+    if rollout.state == State.PAUSED:
+        return rollout.pause_reason in RETRYABLE_PAUSES
+    return rollout.state in (State.ABORTED, State.ROLLED_BACK)
 
 
 def _promotion(rollout: Rollout, reason: str) -> Change:
@@ -417,7 +428,7 @@ def _notify(rollout: Rollout, change: Change, *, now: datetime) -> None:
                  "annotations": {"summary": f"Rollout {rollout.name}: {change.event.replace('_', ' ')}",
                                  "description": f"{change.reason}. {rollout.baseline_version} -> "
                                                 f"{rollout.canary_version}, weight {rollout.weight}%, "
-                                                f"state {_state_text(rollout)}."},
+                                                f"state {state_text(rollout)}."},
                  "generatorURL": rollout_url(rollout), "fingerprint": f"{rollout.pk:08x}{rollout.version:08x}"}
         payload = webhook_payload(channel=channel, group_labels={"alertname": labels["alertname"],
                                                                  "rollout": rollout.name}, alerts=[alert])

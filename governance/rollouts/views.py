@@ -69,6 +69,7 @@ def rollout_list(request, slug):
     rollouts = list(rollouts_for_project(project=project)[:200])
     for rollout in rollouts:
         rollout.step_label = _current_step_label(rollout)
+        rollout.state_text = services.state_text(rollout)
     return render(request, "rollouts/list.html", {"project": project, "rollouts": rollouts,
                                                   "can_create": _can(request, Role.APPROVER)})
 
@@ -122,7 +123,7 @@ def rollout_detail(request, slug, rollout_id):
     baseline = version_series(rollout, rollout.baseline_version, first, last)
     canary = version_series(rollout, rollout.canary_version, first, last)
     metrics = metrics_parse(rollout.metrics)
-    charts = [_metric_chart(m, baseline, canary) for m in metrics]
+    charts = [_metric_chart(m, baseline, canary, first, last) for m in metrics]
     links = _metric_links(rollout, metrics, first, last)
     audit = AuditRecord.objects.filter(project=project, object_type="rollout", object_id=str(rollout.pk)).order_by("-id")
     return render(request, "rollouts/detail.html", {
@@ -131,7 +132,7 @@ def rollout_detail(request, slug, rollout_id):
                    for i, c in enumerate(charts)],
         "figures_json": timeline_json({f"chart-{i}": c for i, c in enumerate(charts)}),
         "plotly_version": plotly.__version__, "audit": audit[:100], "actions": _actions(request, rollout),
-        "state_text": services._state_text(rollout), "guards": _guard_names(rollout),
+        "state_text": services.state_text(rollout), "guards": _guard_names(rollout),
     })
 
 
@@ -184,17 +185,23 @@ UNITS = {"error_rate": "errors (%)", "latency_p95_ratio": "p95 (ms)", "latency_m
          "findings_per_1k": "per 1,000 spans", "violations_per_1k": "per 1,000 spans"}
 
 
-def _metric_chart(metric, baseline: dict, canary: dict) -> dict:
+def _at(minute: int) -> str:
+    return datetime.fromtimestamp(minute * 60, tz=UTC).isoformat()
+
+
+def _metric_chart(metric, baseline: dict, canary: dict, first: int, last: int) -> dict:
     fig = go.Figure()
-    for name, series, version in (("baseline", baseline, None), ("canary", canary, None)):
+    for name, series in (("baseline", baseline), ("canary", canary)):
         minutes = sorted(series)
         fig.add_trace(go.Scatter(
-            x=[datetime.fromtimestamp(m * 60, tz=UTC).isoformat() for m in minutes],
+            x=[_at(m) for m in minutes],
             y=[_figure(metric, series[m]) for m in minutes], mode="lines+markers", name=name, connectgaps=False,
             line={"color": COLORS[name]}, hovertemplate="%{x}<br>%{y:.3g}<extra>" + name + "</extra>"))
     title = metric.name or METRIC_KINDS[metric.kind].label.split(" (")[0] + (
         f": {metric.finding_kind}" if metric.finding_kind else "")
-    fig.update_layout(**LAYOUT, title={"text": title}, yaxis={"title": UNITS[metric.kind], "rangemode": "tozero"})
+    # The whole rollout on the x axis, by the minute, even when only a minute has data so far.
+    fig.update_layout(**LAYOUT, title={"text": title}, yaxis={"title": UNITS[metric.kind], "rangemode": "tozero"},
+                      xaxis={"type": "date", "range": [_at(first - 1), _at(last + 1)], "tickformat": "%H:%M"})
     return fig.to_plotly_json()
 
 
@@ -251,7 +258,7 @@ def _actions(request, rollout: Rollout) -> list[dict]:
         "promote": state in (Rollout.State.PENDING, *Rollout.ACTIVE_STATES),
         "rollback": state in Rollout.ACTIVE_STATES,
         "abort": state in (Rollout.State.PENDING, *Rollout.ACTIVE_STATES),
-        "retry": state in (Rollout.State.PAUSED, Rollout.State.ABORTED, Rollout.State.ROLLED_BACK),
+        "retry": services.retryable(rollout),
     }
     steps = rollout.steps
     current = steps[rollout.step_index] if rollout.step_index < len(steps) else None
