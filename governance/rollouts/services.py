@@ -388,9 +388,9 @@ def _analysis_change(rollout: Rollout, step: dict, started: datetime, now: datet
 
 
 def _measure(rollout: Rollout, run: AnalysisRun, started: datetime, now: datetime) -> None:
-    """One measurement over the step's interval so far: canary against baseline from the same minutes. The
-    minute in progress is left out (its spans are still arriving) unless it is the only one."""
-    first, last = minute_of(started), max(minute_of(started), minute_of(now) - 1)
+    """One measurement over the step's interval so far: canary against baseline from the same minutes, the
+    minute in progress included (both versions' spans of it are equally partial)."""
+    first, last = minute_of(started), minute_of(now)
     baseline = version_sample(rollout, rollout.baseline_version, first, last)
     canary = version_sample(rollout, rollout.canary_version, first, last)
     metrics = judgement.metrics_parse(rollout.metrics)
