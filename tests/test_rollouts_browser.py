@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -74,15 +76,26 @@ def test_alice_approves_a_canary_step_and_rolls_it_back(live_server, page, acme,
     page.screenshot(path=str(SHOTS / "rollout-list.png"), full_page=True)
 
 
-def test_a_viewer_sees_the_rollout_but_no_action(live_server, page, acme, alice, bob):
+def test_a_viewer_sees_the_analysis_and_the_figures_behind_it_but_no_action(live_server, page, acme, alice, bob):
     from governance.rollouts.services import rollout_create, rollout_start
 
-    rollout = rollout_start(rollout=rollout_create(project=acme, actor=alice, name="billing 1.1", service="billing",
-                                                   baseline_version="1.0.0", canary_version="1.1.0",
-                                                   flag_key="billing-version", steps=STEPS), actor=alice)
+    rollout = rollout_start(rollout=rollout_create(
+        project=acme, actor=alice, name="billing 1.1", service="billing", baseline_version="1.0.0",
+        canary_version="1.1.0", flag_key="billing-version",
+        steps=[{"kind": "set_weight", "weight": 20}, {"kind": "analysis", "count": 1, "interval_seconds": 1},
+               {"kind": "approval"}, {"kind": "set_weight", "weight": 100}]), actor=alice)
+    rollouts_tick()
+    agents_work(acme, count=150, seconds_ago=1, canary_ms=11.0)
+    time.sleep(1.1)
     rollouts_tick()
     log_in(page, live_server, "bob")
     page.goto(f"{live_server.url}/p/acme/rollouts/{rollout.pk}/")
     expect(page.locator("#rollout-state")).to_have_text("paused (awaiting approval)")
+    expect(page.locator(".run")).to_contain_text("successful")
+    expect(page.locator(".run table.metrics")).to_contain_text("error_rate")
     expect(page.locator(".actions")).to_contain_text("Your role allows no action here.")
     expect(page.locator("#action-approve")).to_have_count(0)
+    expect(page.get_by_role("link", name="failed traces")).to_have_attribute("href", re.compile("service=billing"))
+    expect(page.locator(".chart .main-svg").first).to_be_visible()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "rollout-detail-analysis.png"), full_page=True)

@@ -149,6 +149,10 @@ def test_a_regressed_canary_fails_its_analysis_and_is_rolled_back_to_the_baselin
     wait_for(lambda: rollout_now(rollout).state == "rolled_back", "the automatic rollback", ANALYSIS_SECONDS + 90,
              tmp_path)
     run = AnalysisRun.objects.get(rollout=rollout)
-    assert run.verdict == "failed" and "error_rate" in run.reason, (run.reason, run.results)
+    failed = {r["name"] for r in run.results if r["verdict"] == "failed"}
+    assert run.verdict == "failed" and failed, (run.reason, run.results)
+    canary_worse = {r["name"] for r in run.results if r["value"] is not None and r["canary"] is not None
+                    and r["canary"] > r["baseline"] and r["kind"] != "idempotency_success"}
+    assert {"error_rate", "latency_p95_ratio", "conflict_rate"} <= canary_worse, run.results
     time.sleep(1.5)
     assert ofrep_values(stack, key, [f"agent-{i}" for i in range(40)]) == {"1.0.0"}

@@ -77,7 +77,8 @@ def rollout_list(request, slug):
 def _current_step_label(rollout: Rollout) -> str:
     if rollout.step_index >= len(rollout.steps):
         return "all steps done"
-    return f"{rollout.step_index + 1}/{len(rollout.steps)}: {step_text(rollout.steps[rollout.step_index])}"
+    label = f"{rollout.step_index + 1}/{len(rollout.steps)}: {step_text(rollout.steps[rollout.step_index])}"
+    return f"stopped at {label}" if rollout.state in (Rollout.State.ABORTED, Rollout.State.ROLLED_BACK) else label
 
 
 @login_required
@@ -167,7 +168,9 @@ def _chart_minutes(rollout: Rollout, runs) -> tuple[int, int]:
 def _figure(metric, side: VersionSample) -> float | None:
     kind = metric.kind
     if kind in ("latency_p95_ratio", "latency_mann_whitney"):
-        return quantile(side.durations_ms, 0.95) if side.durations_ms else None
+        # The U test compares whole distributions; its chart shows their middle, the p95 chart their tail.
+        q = 0.95 if kind == "latency_p95_ratio" else 0.5
+        return quantile(side.durations_ms, q) if side.durations_ms else None
     if kind == "error_rate":
         return 100 * side.errors / side.spans if side.spans else None
     if kind == "idempotency_success":
@@ -180,9 +183,12 @@ def _figure(metric, side: VersionSample) -> float | None:
     return 1000 * side.violations / side.spans if side.spans else None
 
 
-UNITS = {"error_rate": "errors (%)", "latency_p95_ratio": "p95 (ms)", "latency_mann_whitney": "p95 (ms)",
+UNITS = {"error_rate": "errors (%)", "latency_p95_ratio": "p95 (ms)", "latency_mann_whitney": "median (ms)",
          "idempotency_success": "once and OK (%)", "conflict_rate": "writes in conflict (%)",
          "findings_per_1k": "per 1,000 spans", "violations_per_1k": "per 1,000 spans"}
+
+
+CHART_TITLES = {"latency_mann_whitney": "Latency, median (Mann-Whitney U test)"}
 
 
 def _at(minute: int) -> str:
@@ -197,7 +203,7 @@ def _metric_chart(metric, baseline: dict, canary: dict, first: int, last: int) -
             x=[_at(m) for m in minutes],
             y=[_figure(metric, series[m]) for m in minutes], mode="lines+markers", name=name, connectgaps=False,
             line={"color": COLORS[name]}, hovertemplate="%{x}<br>%{y:.3g}<extra>" + name + "</extra>"))
-    title = metric.name or METRIC_KINDS[metric.kind].label.split(" (")[0] + (
+    title = metric.name or CHART_TITLES.get(metric.kind) or METRIC_KINDS[metric.kind].label.split(" (")[0] + (
         f": {metric.finding_kind}" if metric.finding_kind else "")
     # The whole rollout on the x axis, by the minute, even when only a minute has data so far.
     fig.update_layout(**LAYOUT, title={"text": title}, yaxis={"title": UNITS[metric.kind], "rangemode": "tozero"},
