@@ -11,6 +11,7 @@ from governance.models import AuditRecord, Role
 from governance.rollouts import services
 from governance.rollouts.canary import canary_minutes_update
 from governance.rollouts.models import AnalysisRun, CanaryMinute, Rollout
+from governance.slo.evaluation import notification_send
 from governance.slo.models import Alert, Notification
 from governance.slo.services import channel_create, rule_create
 from tests.conftest import api_as, make_user
@@ -90,6 +91,14 @@ def test_a_healthy_canary_passes_analysis_waits_for_approval_and_is_promoted(acm
     events = [n.payload["alerts"][0]["labels"]["event"] for n in Notification.objects.order_by("pk")]
     assert events == ["step_completed", "step_completed", "paused_for_approval", "step_completed", "step_completed",
                       "promoted"]
+    # Sent through the alert channels' sender, once each however often a worker is asked to send one.
+    for notification in Notification.objects.order_by("pk"):
+        assert notification_send(notification_id=notification.pk) == "sent"
+        assert notification_send(notification_id=notification.pk) == "not-claimed"
+    told = [p["alerts"][0]["labels"]["alertname"] for p in receiver.received]
+    assert told == ["RolloutStepCompleted", "RolloutStepCompleted", "RolloutAwaitingApproval", "RolloutStepCompleted",
+                    "RolloutStepCompleted", "RolloutPromoted"]
+    assert receiver.received[-1]["alerts"][0]["generatorURL"].endswith(f"/p/acme/rollouts/{rollout.pk}/")
     actors = set(AuditRecord.objects.filter(object_type="rollout").values_list("actor_name", flat=True))
     assert actors == {"dana", "system"}
 
@@ -137,6 +146,23 @@ def test_a_tick_run_twice_advances_a_step_once(acme, approver, clock):
     assert services.rollouts_tick() == 0  # the redelivered tick: the second pause has just begun
     assert fresh(rollout).step_index == 1
     assert AuditRecord.objects.filter(action="rollout.step").count() == 1
+
+
+def test_a_firing_guard_set_to_pause_pauses_once_and_a_person_may_retry(acme, approver, operator):
+    rule = rule_create(project=acme, actor=approver, data={
+        "name": "billing-errors", "sli": {"kind": "success", "match": {"service": "billing"}},
+        "metric": "bad_ratio", "op": ">", "threshold": 0.5, "window_seconds": 300})
+    rollout = services.rollout_start(rollout=a_rollout(acme, approver, guards={"alert_rules": [rule.pk],
+                                                                               "action": "pause"}), actor=approver)
+    Alert.objects.create(project=acme, fingerprint="f" * 16, labels={"alertname": "billing-errors"}, rule=rule,
+                         state=Alert.State.FIRING)
+    assert services.rollouts_tick() == 1
+    assert services.rollouts_tick() == 0  # paused already: the firing alert changes nothing more
+    assert (fresh(rollout).state, fresh(rollout).pause_reason) == ("paused", "guard_firing")
+    Alert.objects.update(state=Alert.State.RESOLVED)
+    services.rollout_retry(rollout=rollout, actor=operator, reason="the alert resolved")
+    services.rollouts_tick()
+    assert (fresh(rollout).state, fresh(rollout).weight) == ("progressing", 20)
 
 
 def test_a_firing_guard_rolls_the_rollout_back_whatever_step_it_is_on(acme, approver):

@@ -145,13 +145,13 @@ class RolloutDetailApi(RolloutApiView):
 ACTIONS = {
     "start": (services.rollout_start, "Start the first step (approver)."),
     "approve": (services.rollout_approve, "Approve the gate the rollout waits at and go on (approver)."),
-    "promote": (services.rollout_promote, "Every agent on the canary now; it becomes the known-good version "
-                                          "(approver)."),
+    "promote": (services.rollout_promote, ("Every agent on the canary now; it becomes the known-good version "
+                                           "(approver).")),
     "abort": (services.rollout_abort, "Stop: weight 0, every agent back on the known-good version (operator)."),
-    "rollback": (services.rollout_rollback, "Every agent back on the known-good version at its next flag "
-                                            "evaluation (operator)."),
-    "retry": (services.rollout_retry, "Run the current step again when paused; start again from the first step "
-                                      "when aborted or rolled back (operator)."),
+    "rollback": (services.rollout_rollback, ("Every agent back on the known-good version at its next flag "
+                                             "evaluation (operator).")),
+    "retry": (services.rollout_retry, ("Run the current step again when paused; start again from the first step "
+                                       "when aborted or rolled back (operator).")),
 }
 
 

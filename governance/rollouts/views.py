@@ -41,13 +41,13 @@ ACTIONS = {
     "approve": (services.rollout_approve, Role.APPROVER,
                 "Approve {step} of {name}: the rollout goes on to the next step ({next})."),
     "promote": (services.rollout_promote, Role.APPROVER,
-                "Promote {name} fully: every agent of {service} moves to {canary} at its next flag evaluation, "
-                "and {canary} becomes the known-good version."),
+                ("Promote {name} fully: every agent of {service} moves to {canary} at its next flag evaluation, "
+                 "and {canary} becomes the known-good version.")),
     "abort": (services.rollout_abort, Role.OPERATOR,
               "Abort {name}: the canary weight goes to 0 and every agent returns to {known_good}."),
     "rollback": (services.rollout_rollback, Role.OPERATOR,
-                 "Roll back {name}: every agent of {service} returns to {known_good} at its next flag evaluation "
-                 "(canary weight 0)."),
+                 ("Roll back {name}: every agent of {service} returns to {known_good} at its next flag evaluation "
+                  "(canary weight 0).")),
     "retry": (services.rollout_retry, Role.OPERATOR, "Retry {name}: {retry_what}."),
 }
 
