@@ -207,7 +207,9 @@ def _metric_chart(metric, baseline: dict, canary: dict, first: int, last: int) -
         f": {metric.finding_kind}" if metric.finding_kind else "")
     # The whole rollout on the x axis, by the minute, even when only a minute has data so far.
     fig.update_layout(**LAYOUT, title={"text": title}, yaxis={"title": UNITS[metric.kind], "rangemode": "tozero"},
-                      xaxis={"type": "date", "range": [_at(first - 1), _at(last + 1)], "tickformat": "%H:%M"})
+                      xaxis={"type": "date", "range": [_at(first - 1), _at(last + 1)], "tickformatstops": [
+                          {"dtickrange": [None, 60000], "value": "%H:%M:%S"},
+                          {"dtickrange": [60000, None], "value": "%H:%M"}]})
     return fig.to_plotly_json()
 
 

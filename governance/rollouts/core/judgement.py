@@ -7,7 +7,8 @@ Each metric compares one figure of the canary with the same figure of the baseli
     error_rate           canary error rate - baseline error rate                  spans
     latency_p95_ratio    canary p95 duration / baseline p95 duration              spans
     latency_mann_whitney p-value of a one-sided Mann-Whitney U test that canary    spans
-                         durations are larger (small p: the canary is slower)
+                         durations are larger (small p: the canary is slower);
+                         the figures shown beside it are the medians
     idempotency_success  canary share of idempotent actions executed once and OK   idempotent actions
                          - the baseline's (negative: the canary is worse)
     conflict_rate        canary share of writes with state.conflict - baseline's  writes
@@ -233,8 +234,10 @@ def _figures(metric: Metric, side: VersionSample) -> float:
     kind = metric.kind
     if kind == "error_rate":
         return _rate(side.errors, side.spans)
-    if kind in ("latency_p95_ratio", "latency_mann_whitney"):
+    if kind == "latency_p95_ratio":
         return quantile(side.durations_ms, 0.95)
+    if kind == "latency_mann_whitney":  # the U test compares whole distributions: their medians are shown
+        return quantile(side.durations_ms, 0.5)
     if kind == "idempotency_success":
         return _rate(side.idempotent_ok, side.idempotent)
     if kind == "conflict_rate":
