@@ -37,4 +37,6 @@ def _slo_schedule(sender, **kwargs):
     sender.conf.beat_schedule.update({
         # The SLO and alert tick: every SLO and alert rule of every project, then the notifications due.
         "slo-evaluate": {"task": "slo.evaluate", "schedule": settings.ALERT_EVAL_INTERVAL_SECONDS},
+        # The rollout tick: guards, pauses, analyses and gates of every active rollout (governance/rollouts).
+        "rollouts-tick": {"task": "rollouts.tick", "schedule": settings.ROLLOUT_TICK_SECONDS},
     })

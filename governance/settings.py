@@ -253,6 +253,8 @@ NOTIFY_TIMEOUT_SECONDS = env_float("NOTIFY_TIMEOUT_SECONDS", 10.0)
 # cannot make the server call into its own network (cloud metadata, admin ports).
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", DEBUG or BROKER_IS_EMBEDDED)
 NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 8)
+# Rollouts (governance/rollouts): how often beat drives every active rollout through its steps.
+ROLLOUT_TICK_SECONDS = env_float("ROLLOUT_TICK_SECONDS", 30.0)
 # E-mail: SMTP when EMAIL_HOST is set; otherwise messages are written to the worker's log.
 EMAIL_HOST = env_str("EMAIL_HOST")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)

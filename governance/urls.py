@@ -33,6 +33,7 @@ api = [
     path("state/history/", tapi.KeyHistoryApi.as_view()),
     path("", include("policies.api")),
     path("", include("governance.slo.api")),
+    path("", include("governance.rollouts.api")),
 ]
 
 urlpatterns = [
@@ -70,6 +71,7 @@ urlpatterns = [
          name="finding-acknowledge"),
     path("", include("policies.urls")),
     path("", include("governance.slo.urls")),
+    path("", include("governance.rollouts.urls")),
 ]
 
 # Errors no view answered: JSON under /api/, a plain page elsewhere, 503 in a database outage.

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from governance.rollouts.services import rollout_create
 from governance.services import api_token_create, ingest_key_create
 from governance.slo.services import channel_create, rule_create, silence_create, slo_create
 from policies.services import policy_create, policy_version_activate, violations_record
@@ -32,8 +33,8 @@ HOOKS = str(Path(__file__).with_name("schemathesis_hooks.py"))
 @pytest.fixture
 def populated(transactional_db, acme, alice, bob):
     """acme with what every endpoint lists: traces, an open and an acknowledged finding, a policy
-    with two versions, one active, its violations, an ingest key, an SLO, an alert rule, a silence
-    and an e-mail channel (a webhook's test would send to whatever host it names)."""
+    with two versions, one active, its violations, an ingest key, an SLO, an alert rule, a silence,
+    an e-mail channel (a webhook's test would send to whatever host it names) and a pending rollout."""
     spans = hand_trace()
     spans_store(project_id=acme.pk, spans=spans)
     store_trace(acme, trace_id="b" * 32, error=True)
@@ -54,6 +55,8 @@ def populated(transactional_db, acme, alice, bob):
     silence_create(project=acme, actor=alice, matchers=['alertname="lost-updates"'], comment="deploy",
                    ends_at=timezone.now() + timedelta(hours=2))
     channel_create(project=acme, actor=alice, data={"kind": "email", "to": ["oncall@example.com"]})
+    rollout_create(project=acme, actor=alice, name="billing 1.1", service="billing", baseline_version="1.0.0",
+                   canary_version="1.1.0", flag_key="billing-version", template="quick")
     return alice
 
 

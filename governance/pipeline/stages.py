@@ -6,7 +6,7 @@ stores nothing twice), reads the traces it needs once, and runs as its own Celer
 own queue, time limits and retry policy. `traces` and `policies` never import each other's
 tasks: this module, in the layer above both, chains them (tests/test_import_rules.py holds it).
 
-Stages to come on the same quiet traces (canary metrics) are added to STAGES.
+Stages to come on the same quiet traces are added to STAGES.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from governance.rollouts.canary import canary_minutes_update
 from governance.slo.rollups import sli_rollups_update
 from governance.task_base import RetryPolicy
 from policies.services import violations_record
@@ -45,6 +46,10 @@ STAGES: tuple[Stage, ...] = (
     # SLI rollups: the minutes these traces touch recounted from stored spans, findings and violations
     # (after both, so their findings and violations are counted too).
     Stage(name="sli_rollups", run=sli_rollups_update, queue="analysis", time_limit=120, soft_time_limit=110,
+          retry=RetryPolicy(max_attempts=3, backoff_seconds=2, backoff_max_seconds=300), max_traces=5000),
+    # Canary metrics: per-minute, per-version counts of the services under an active rollout, after the
+    # findings and violations they count (governance.rollouts.canary).
+    Stage(name="canary", run=canary_minutes_update, queue="analysis", time_limit=120, soft_time_limit=110,
           retry=RetryPolicy(max_attempts=3, backoff_seconds=2, backoff_max_seconds=300), max_traces=5000),
 )
 

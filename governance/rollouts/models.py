@@ -50,6 +50,11 @@ class Rollout(models.Model):
     weight = models.IntegerField(default=0, help_text="percent of agents on the canary version")
     attempt = models.IntegerField(default=1, help_text="1, then + 1 on every retry")
     version = models.IntegerField(default=1, help_text="bumped by every transition: the race guard")
+    guards = models.JSONField(default=dict, blank=True,
+                              help_text="{alert_rules: [ids], slos: [ids], action: rollback|pause}: while an alert of "
+                                        "one of them fires, the rollout rolls back (or pauses)")
+    template = models.CharField(max_length=32, blank=True, help_text="the step template it was created from")
+    ended_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -80,6 +85,39 @@ class AnalysisRun(models.Model):
     verdict = models.CharField(max_length=16, choices=Verdict.choices, default=Verdict.RUNNING)
     score = models.FloatField(null=True, blank=True, help_text="passing metrics over all, 0..100 (Kayenta)")
     results = models.JSONField(default=list, blank=True, help_text="per metric: figures, samples, verdict")
+    measurements = models.JSONField(default=list, blank=True,
+                                    help_text="[{at, verdict, score, reason, window: [first, last minute]}]")
+    reason = models.CharField(max_length=500, blank=True, help_text="why it ended as it did")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["rollout", "attempt", "step_index"], name="analysis_run_per_step")]
+
+
+class CanaryMinute(models.Model):
+    """What one version of a service (per agent) did in one minute, for the canary analysis: written by the
+    pipeline's canary stage (governance.rollouts.canary) for the services of active rollouts, so an analysis
+    reads a few rows per minute, not the spans. A minute is recounted whole from the stored spans whenever
+    a quiet trace touches it, so running the stage twice changes nothing."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    service = models.CharField(max_length=256)
+    agent = models.CharField(max_length=256, blank=True)
+    version = models.CharField(max_length=128, blank=True, help_text="service.version")
+    minute = models.IntegerField(help_text="minutes since 1970 (UTC) the spans started in")
+    spans = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    durations_ms = models.JSONField(default=list, help_text="span durations, an evenly spaced sample of the sorted "
+                                                            "values when there are more than a row keeps")
+    idempotent = models.IntegerField(default=0)
+    idempotent_ok = models.IntegerField(default=0, help_text="not ERROR and not a duplicate execution")
+    writes = models.IntegerField(default=0)
+    conflicts = models.IntegerField(default=0)
+    findings = models.JSONField(default=dict, help_text="{finding kind: findings involving these spans}")
+    violations = models.IntegerField(default=0)
+    examples = models.JSONField(default=dict, help_text="{errors|slow|conflicts|duplicates: [trace_id, ...]}")
+
+    class Meta:
+        # The unique index serves the analysis' reads: (project, service, version range of minutes).
+        constraints = [models.UniqueConstraint(fields=["project", "service", "version", "agent", "minute"],
+                                               name="canary_minute_once")]
+        indexes = [models.Index(fields=["project", "service", "minute"], name="canary_minute_service")]
