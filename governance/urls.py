@@ -4,7 +4,9 @@ from django.contrib.auth.decorators import login_required
 from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularSwaggerView
 
+from governance import ops_views
 from governance import views as gviews
+from governance.overview import views as oviews
 from governance.api import views as gapi
 from governance.converters import IdConverter, VersionConverter
 from governance.pipeline import views as pviews
@@ -43,7 +45,10 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("metrics", ops_views.metrics_view, name="metrics"),
+    path("healthz", ops_views.healthz, name="healthz"),
     path("", gviews.home, name="home"),
+    path("p/<slug:slug>/", oviews.overview, name="overview"),
     path("projects/new/", gviews.project_new, name="project-new"),
     path("p/<slug:slug>/traces/", tviews.trace_list, name="trace-list"),
     path("p/<slug:slug>/traces/<str:trace_id>/", tviews.trace_detail, name="trace-detail"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import isfinite, isnan
 from operator import attrgetter, gt
 
@@ -54,6 +54,7 @@ class CheckedBatch:
     spans: list[SpanRecord]  # the spans to store, normalised
     rejected: int
     message: str  # why spans were rejected and what was normalised, "" when neither
+    rejected_by: dict[str, int] = field(default_factory=dict)  # problem (span_problem's words) -> spans
 
 
 def span_problem(span: SpanRecord) -> str:
@@ -163,4 +164,4 @@ def spans_checked(spans) -> CheckedBatch:
         [f"{count} span(s): {problem}" for problem, count in sorted(rejected.items())]
         + [f"{count} span(s) stored normalised: {note}" for note, count in sorted(normalised.items())]
     )
-    return CheckedBatch(kept, sum(rejected.values()), message)
+    return CheckedBatch(kept, sum(rejected.values()), message, rejected)
