@@ -115,9 +115,10 @@ class SloRow:
 
 
 def slo_rows(*, project) -> list[SloRow]:
-    """Each SLO with what its last evaluation found (the tick stores it on the SLO): budget left and burn."""
+    """Each SLO with what its last evaluation found (the tick stores it on the SLO): budget left and burn,
+    the ones that need a person first."""
     rows = []
-    for slo in Slo.objects.filter(project=project).order_by("name"):
+    for slo in Slo.objects.filter(project=project).only("id", "name", "display_name", "status").order_by("name"):
         status = slo.status or {}
         tiers = [t for t in status.get("tiers", []) if t.get("enabled")]
         hottest = max(tiers, key=lambda t: t.get("long_rate") or 0.0, default=None)
@@ -131,7 +132,6 @@ def slo_rows(*, project) -> list[SloRow]:
                            budget_pct=None if not status else 100 * status.get("budget_remaining", 0),
                            burn_rate=hottest.get("long_rate") if hottest else None,
                            burn_tier=hottest.get("name", "") if hottest else ""))
-    # The ones that need a person first.
     order = {"burning": 0, "exhausted": 1, "ok": 2, "no data": 3}
     return sorted(rows, key=lambda r: (order[r.word], r.slo.name))
 
