@@ -51,7 +51,7 @@ SELECT %(project)s, lpad(to_hex(i / 10 + 1), 32, '0'), lpad(to_hex(i + 1), 16, '
     CASE WHEN i %% 2000 = 0 THEN 2 ELSE 1 END, '',
     CASE WHEN i %% 5 = 4 THEN 'ledger/' || (i %% 1000) ELSE '' END, CASE WHEN i %% 5 = 4 THEN 'write' ELSE '' END,
     NULL, NULL, false, '', '', '', NULL, '{}'::jsonb, '[]'::jsonb, '[]'::jsonb, '{}'::jsonb, 'bench', '', '', ''
-FROM generate_series(%(lo)s, %(hi)s) AS i
+FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i
 """
 
 TRACES_SQL = """
@@ -64,7 +64,7 @@ SELECT %(project)s, lpad(to_hex(t + 1), 32, '0'), 'plan', lpad(to_hex(t * 10 + 1
     CASE WHEN t >= %(traces)s - 5 THEN 'complete' ELSE 'analysed' END,
     to_timestamp((%(first)s + t * 10 * %(step)s) / 1e9), 
     CASE WHEN t >= %(traces)s - 5 THEN NULL ELSE to_timestamp((%(first)s + t * 10 * %(step)s) / 1e9) END
-FROM generate_series(%(lo)s, %(hi)s) AS t
+FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS t
 """
 
 FINDINGS_SQL = """

@@ -58,10 +58,14 @@ class RequestIdMiddleware:
         incoming = request.META.get("HTTP_X_REQUEST_ID", "")
         request_id = incoming if _SANE_ID.fullmatch(incoming) else uuid.uuid4().hex
         request.request_id = request_id
-        token = request_id_var.set(request_id)
-        try:
-            response = self.get_response(request)
-        finally:
-            request_id_var.reset(token)
+        # Left set until the request is finished (request_id_clear): Django logs a 4xx or 5xx after every
+        # middleware has returned, and that line must carry the id too.
+        request_id_var.set(request_id)
+        response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+
+def request_id_clear(**kwargs) -> None:
+    """request_finished: lines the thread writes between requests carry no request's id."""
+    request_id_var.set("")

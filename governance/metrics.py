@@ -2,9 +2,9 @@
 
 Several processes record into these metrics (gunicorn workers, Celery's prefork children), so
 prometheus-client runs in its multiprocess mode: each process writes its samples to files in
-PROMETHEUS_MULTIPROC_DIR (set by governance/settings.py before prometheus_client is imported),
-and a scrape sums the files of every process. Files of processes that are gone are removed when
-the stack starts (governance/stack.py) and when gunicorn starts (governance/gunicorn_conf.py);
+PROMETHEUS_MULTIPROC_DIR (governance/multiproc.py, set by the settings before prometheus_client is
+imported), and a scrape sums the files of every process. Files of processes that are gone are removed
+when the stack starts (governance/stack.py) and when gunicorn starts (gunicorn.conf.py);
 counters of live processes are never touched, so a restart of one kind of process does not reset
 the others' counts.
 
@@ -13,12 +13,12 @@ Other code increments these objects directly, e.g. `metrics.ROLLOUT_TRANSITIONS.
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
+from governance.multiproc import multiproc_dir
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+multiproc_dir()  # before prometheus_client's first import, which picks its multiprocess mode from it
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess  # noqa: E402
+from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 
 SPANS_RECEIVED = Counter("causeway_spans_received", "Spans in the OTLP requests that were decoded", ["protocol"])
 SPANS_ACCEPTED = Counter("causeway_spans_accepted", "Spans stored (new or a retried batch's again)", ["protocol"])
@@ -51,40 +51,6 @@ REJECT_REASONS = {
 def reject_reason(problem: str) -> str:
     return REJECT_REASONS.get(problem, "other")
 
-
-def multiproc_dir() -> Path:
-    return Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-
-
-_FILE_PID = re.compile(r"_(\d+)\.db$")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def multiproc_dir_clean(directory: Path | None = None) -> int:
-    """Remove the sample files of processes that are gone; returns how many. Safe beside live processes
-    (their files stay), so the supervisor and gunicorn may both call it at start."""
-    directory = directory or multiproc_dir()
-    removed = 0
-    for path in directory.glob("*.db"):
-        found = _FILE_PID.search(path.name)
-        if found and not _alive(int(found.group(1))):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def process_exited(pid: int) -> None:
-    """A gunicorn worker or Celery child ended: drop its live gauges (prometheus-client's rule)."""
-    multiprocess.mark_process_dead(pid)
 
 
 class ScrapeTimeCollector:

@@ -5,7 +5,6 @@ so a checkout runs with no other service. Production sets DATABASE_URL
 (PostgreSQL) and CELERY_BROKER_URL (Redis or RabbitMQ).
 """
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import dj_database_url
 from governance.converters import MAX_ID, MAX_VERSION
 from governance.env import SettingError, env_bool, env_float, env_int, env_list, env_str
 from governance.logs import logging_config
+from governance.multiproc import multiproc_dir
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("CAUSEWAY_DATA_DIR", str(BASE_DIR / "data")))
@@ -22,9 +22,7 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 # Causeway's own metrics (governance/metrics.py): each process writes its samples here and /metrics
 # sums them. prometheus_client reads the variable when it is imported, so it is set before any app
 # code runs; the supervisor and gunicorn clear the files of dead processes at start.
-PROMETHEUS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus")))
-PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+PROMETHEUS_MULTIPROC_DIR = multiproc_dir()
 # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; without a token set it answers nobody.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
