@@ -127,8 +127,8 @@ def load(*, project, actor, spans: int, days: int, now_ns: int) -> None:
                     for i in range(4)]
         cursor.execute(VIOLATIONS_SQL % {
             "project": project.pk, "first": first, "span": days * NS_PER_DAY,
-            "policies": "ARRAY[%s]" % ",".join(str(p.pk) for p in policies),
-            "versions": "ARRAY[%s]" % ",".join(str(p.versions.get().pk) for p in policies)})
+            "policies": f"ARRAY[{','.join(str(p.pk) for p in policies)}]",
+            "versions": f"ARRAY[{','.join(str(p.versions.get().pk) for p in policies)}]"})
     slis = Sli.objects.bulk_create([Sli(project=project, key=f"k{i}", kind="success",
                                         definition={"kind": "success", "match": {"service": f"svc-{i}"}})
                                     for i in range(100)])

@@ -17,8 +17,8 @@ from governance.multiproc import multiproc_dir
 
 multiproc_dir()  # before prometheus_client's first import, which picks its multiprocess mode from it
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess  # noqa: E402
-from prometheus_client.core import GaugeMetricFamily  # noqa: E402
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 
 SPANS_RECEIVED = Counter("causeway_spans_received", "Spans in the OTLP requests that were decoded", ["protocol"])
 SPANS_ACCEPTED = Counter("causeway_spans_accepted", "Spans stored (new or a retried batch's again)", ["protocol"])

@@ -6,9 +6,9 @@ from drf_spectacular.views import SpectacularSwaggerView
 
 from governance import ops_views
 from governance import views as gviews
-from governance.overview import views as oviews
 from governance.api import views as gapi
 from governance.converters import IdConverter, VersionConverter
+from governance.overview import views as oviews
 from governance.pipeline import views as pviews
 from traces import api as tapi
 from traces import views as tviews

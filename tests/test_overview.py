@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -19,6 +20,7 @@ from traces.models import Finding
 from traces.records import make_span
 
 MINUTE_NS = 60 * 10**9
+_fingerprints = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -36,14 +38,13 @@ def agent_spans(project, *, agent: str, version: str, count: int, minutes_ago: f
         for i in range(count)])
 
 
-def a_finding(project, kind: str, *, days_ago: float, status=Finding.Status.OPEN, n=[0]):
-    n[0] += 1
-    Finding.objects.create(project=project, kind=kind, detail="d", fingerprint=f"f{n[0]}", status=status,
+def a_finding(project, kind: str, *, days_ago: float, status=Finding.Status.OPEN):
+    Finding.objects.create(project=project, kind=kind, detail="d", fingerprint=f"f{next(_fingerprints)}", status=status,
                            first_ns=time.time_ns() - int(days_ago * 24 * 60 * MINUTE_NS))
 
 
 def figures(html: str) -> dict:
-    return json.loads(re.search(r'<script id="figures" type="application/json">(.*?)</script>', html, re.S).group(1))
+    return json.loads(re.search(r'<script id="figures" type="application/json">(.*?)</script>', html, re.DOTALL).group(1))
 
 
 def test_home_is_the_first_projects_overview(client, alice):
@@ -62,7 +63,7 @@ def test_it_charts_the_spans_per_minute_and_lists_the_agents_of_the_last_hour_wi
     spans = figures(html)["spans"]["data"][0]["y"]
     assert len(spans) == 60 and sum(spans) == 9, "an hour of minutes, the older spans left out"
     assert sorted(y for y in spans if y) == [2, 7]
-    planner = re.search(r'<tr data-agent="planner">(.*?)</tr>', html, re.S).group(1)
+    planner = re.search(r'<tr data-agent="planner">(.*?)</tr>', html, re.DOTALL).group(1)
     assert ">1.0.0<" in planner and ">1.1.0<" in planner and ">5<" in planner
     assert 'href="/p/acme/traces/?agent=planner&amp;last=1h"' in planner
     assert 'data-agent="courier"' in html and 'data-agent="retired"' not in html
@@ -76,9 +77,9 @@ def test_it_counts_open_findings_by_kind_with_their_trend(client, bob, acme):
     a_finding(acme, "write_race", days_ago=0.1, status=Finding.Status.WITHDRAWN)
     client.force_login(bob)
     html = client.get("/p/acme/").content.decode()
-    lost = re.search(r'<tr data-kind="lost_update">(.*?)</tr>', html, re.S).group(1)
+    lost = re.search(r'<tr data-kind="lost_update">(.*?)</tr>', html, re.DOTALL).group(1)
     assert re.findall(r'<td class="n[^"]*">([^<]*)</td>', lost) == ["4", "3", "▲ +2"]
-    stale = re.search(r'<tr data-kind="stale_read">(.*?)</tr>', html, re.S).group(1)
+    stale = re.search(r'<tr data-kind="stale_read">(.*?)</tr>', html, re.DOTALL).group(1)
     assert re.findall(r'<td class="n[^"]*">([^<]*)</td>', stale) == ["1", "1", "="]
     assert 'href="/p/acme/findings/?kind=lost_update&amp;status=open"' in lost
     assert 'data-kind="write_race"' not in html, "withdrawn findings are no findings"
@@ -101,13 +102,13 @@ def test_it_shows_slo_budgets_firing_alerts_and_violations_by_policy(client, ali
     violations_record(project_id=acme.pk, trace_ids=traces)
     client.force_login(bob)
     html = client.get("/p/acme/").content.decode()
-    slo = re.search(r'<tr data-slo="billing-success">(.*?)</tr>', html, re.S).group(1)
+    slo = re.search(r'<tr data-slo="billing-success">(.*?)</tr>', html, re.DOTALL).group(1)
     assert "exhausted" in slo and "-7900 %" in slo, "4 calls in 5 failed against a 1 % budget"
     assert "80.00×" in slo, "burning 80 times as fast as the budget allows"
     assert re.search(r'href="/p/acme/slos/\d+/"', slo)
-    alerts = re.search(r'<section class="box" id="alerts">(.*?)</section>', html, re.S).group(1)
+    alerts = re.search(r'<section class="box" id="alerts">(.*?)</section>', html, re.DOTALL).group(1)
     assert "billing-errors" in alerts and "1 firing" in alerts
-    ledger = re.search(r'<tr data-policy="ledger">(.*?)</tr>', html, re.S).group(1)
+    ledger = re.search(r'<tr data-policy="ledger">(.*?)</tr>', html, re.DOTALL).group(1)
     assert f'href="/p/acme/violations/?policy={policy.pk}&amp;last=24h"' in ledger and '<td class="n">2</td>' in ledger
     assert 'id="rollouts"' in html, "the slot the rollouts app fills"
 
@@ -117,7 +118,7 @@ def test_it_links_the_analysis_lag_to_the_pipeline_page(client, bob, acme, clock
     clock.shift(125)  # quiet, and not analysed: no worker runs here
     client.force_login(bob)
     html = client.get("/p/acme/").content.decode()
-    lag = re.search(r'<section class="box" id="lag">(.*?)</section>', html, re.S).group(1)
+    lag = re.search(r'<section class="box" id="lag">(.*?)</section>', html, re.DOTALL).group(1)
     assert "2 min 5 s" in lag and "1 trace waiting for analysis" in lag and 'href="/p/acme/pipeline/"' in lag
 
 

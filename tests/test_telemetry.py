@@ -72,7 +72,7 @@ def test_metrics_need_the_bearer_token(web_env, tmp_path):
         assert get(f"{url}/metrics")[0] == 401
         status, headers, _ = get(f"{url}/metrics", {"Authorization": "Bearer wrong"})
         assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
-        status, headers, body = get(f"{url}/metrics", {"Authorization": f"Bearer {TOKEN}"})
+        status, headers, _ = get(f"{url}/metrics", {"Authorization": f"Bearer {TOKEN}"})
         assert status == 200 and headers["Content-Type"].startswith("text/plain")
 
 
@@ -97,7 +97,7 @@ def test_span_counts_are_summed_over_every_gunicorn_worker(web_env, tmp_path, ac
 def test_gunicorn_clears_the_samples_of_dead_processes_at_start(web_env, tmp_path):
     directory = tmp_path / "prometheus"
     directory.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     stale = directory / f"counter_{int(dead.stdout)}.db"
     stale.write_bytes(b"")
     with gunicorn_serving(env=web_env, log_path=tmp_path / "web.log", options=("--workers", "1")):
@@ -145,7 +145,7 @@ def test_json_logs_carry_the_callers_request_id(web_env, tmp_path):
     env = {**web_env, "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
     log = tmp_path / "web.log"
     with gunicorn_serving(env=env, log_path=log, options=("--workers", "1")) as (url, _):
-        status, headers, _ = get(f"{url}/nowhere-at-all/", {"X-Request-ID": "lb-42"})
+        _, headers, _ = get(f"{url}/nowhere-at-all/", {"X-Request-ID": "lb-42"})
         assert headers["X-Request-ID"] == "lb-42"
         _, headers, _ = get(f"{url}/nowhere-at-all/", {"X-Request-ID": "not\tsane"})
         assert headers["X-Request-ID"] != "not\tsane" and len(headers["X-Request-ID"]) == 32

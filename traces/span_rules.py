@@ -14,9 +14,10 @@ equal to traces/models.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import isfinite, isnan
 from operator import attrgetter, gt
 
@@ -54,7 +55,7 @@ class CheckedBatch:
     spans: list[SpanRecord]  # the spans to store, normalised
     rejected: int
     message: str  # why spans were rejected and what was normalised, "" when neither
-    rejected_by: dict[str, int] = field(default_factory=dict)  # problem (span_problem's words) -> spans
+    rejected_by: dict[str, int] = dataclasses.field(default_factory=dict)  # problem (span_problem's words) -> spans
 
 
 def span_problem(span: SpanRecord) -> str:

@@ -8,7 +8,6 @@ from django.views.decorators.csrf import csrf_exempt
 from google.rpc.status_pb2 import Status
 
 from governance import metrics
-
 from traces.otlp import (
     JSON,
     PROTOBUF,
