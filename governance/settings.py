@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "policies",
     "governance.slo",
     "governance.pipeline",
+    "governance.rollouts",
 ]
 
 MIDDLEWARE = [
