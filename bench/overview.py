@@ -4,8 +4,8 @@
 
 It creates a PostgreSQL database of its own (a unique name on DATABASE_URL's server, else the local
 one), migrates it and drops it at the end. The data is written by PostgreSQL itself in bulk
-(INSERT ... SELECT over generate_series, in chunks, with the table's indexes in place as in
-production), not sent through ingest: what is timed is the page, not the loading.
+(INSERT ... SELECT over generate_series, in chunks; the span table's secondary indexes are built after
+the load, as a restore does), not sent through ingest: what is timed is the page, not the loading.
 
 The project: --spans spans over --days days, evenly (about 250 a minute at the defaults), in traces
 of 10 spans, 40 agents of 20 services on two versions each, a fifth of the spans writing state keys;
@@ -47,7 +47,7 @@ SELECT %(project)s, lpad(to_hex(i / 10 + 1), 32, '0'), lpad(to_hex(i + 1), 16, '
     (ARRAY['plan', 'call tool', 'charge', 'lookup', 'write'])[i %% 5 + 1], 1,
     'svc-' || ((i / 10) %% 20), CASE WHEN (i / 10) %% 3 = 0 THEN '1.1.0' ELSE '1.0.0' END,
     'svc-' || ((i / 10) %% 20) || '-1', 'agent-' || ((i / 10) %% 40), 't' || (i %% 4),
-    %(first)s + i * %(step)s, %(first)s + i * %(step)s + 27000000, 27000000,
+    %(first)s + i * %(step)s::bigint, %(first)s + i * %(step)s::bigint + 27000000, 27000000,
     CASE WHEN i %% 2000 = 0 THEN 2 ELSE 1 END, '',
     CASE WHEN i %% 5 = 4 THEN 'ledger/' || (i %% 1000) ELSE '' END, CASE WHEN i %% 5 = 4 THEN 'write' ELSE '' END,
     NULL, NULL, false, '', '', '', NULL, '{}'::jsonb, '[]'::jsonb, '[]'::jsonb, '{}'::jsonb, 'bench', '', '', ''
@@ -59,11 +59,11 @@ INSERT INTO traces_trace (project_id, trace_id, root_name, root_span_id, service
     start_ns, end_ns, last_received_at, state, completed_at, analysed_at)
 SELECT %(project)s, lpad(to_hex(t + 1), 32, '0'), 'plan', lpad(to_hex(t * 10 + 1), 16, '0'),
     '|svc-' || (t %% 20) || '|', '|agent-' || (t %% 40) || '|', 10, 0,
-    %(first)s + t * 10 * %(step)s, %(first)s + t * 10 * %(step)s + 10 * %(step)s,
-    to_timestamp((%(first)s + t * 10 * %(step)s) / 1e9),
+    %(first)s + t * 10 * %(step)s::bigint, %(first)s + t * 10 * %(step)s::bigint + 10 * %(step)s::bigint,
+    to_timestamp((%(first)s + t * 10 * %(step)s::bigint) / 1e9),
     CASE WHEN t >= %(traces)s - 5 THEN 'complete' ELSE 'analysed' END,
-    to_timestamp((%(first)s + t * 10 * %(step)s) / 1e9), 
-    CASE WHEN t >= %(traces)s - 5 THEN NULL ELSE to_timestamp((%(first)s + t * 10 * %(step)s) / 1e9) END
+    to_timestamp((%(first)s + t * 10 * %(step)s::bigint) / 1e9),
+    CASE WHEN t >= %(traces)s - 5 THEN NULL ELSE to_timestamp((%(first)s + t * 10 * %(step)s::bigint) / 1e9) END
 FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS t
 """
 
