@@ -179,3 +179,42 @@ def test_json_logs_carry_the_task_id(db):
     line = json.loads(handler.stream.getvalue().splitlines()[0])
     assert (line["message"], line["task_id"], line["request_id"]) == ("working", "task-7", "")
     assert result.successful()
+
+
+def test_passwords_keys_and_tokens_never_reach_the_logs(web_env, tmp_path, acme):
+    from io import StringIO as Out
+
+    from django.core.management import call_command
+
+    from tests.conftest import make_user
+
+    password = "pw-" + secrets.token_hex(12)
+    user = make_user("dana", acme, "admin")
+    user.set_password(password)
+    user.save()
+    key = make_key(acme)
+    out = Out()
+    call_command("create_api_token", "dana", stdout=out)
+    token = out.getvalue().strip().split()[-1]
+    unknown_key = "cwk_" + secrets.token_urlsafe(32)
+    env = {**web_env, "LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}
+    log = tmp_path / "web.log"
+    with gunicorn_serving(env=env, log_path=log, options=("--workers", "1", "--log-level", "debug")) as (url, _):
+        for attempt in (password, password + "-wrong"):
+            body = f"username=dana&password={attempt}".encode()
+            request = urllib.request.Request(f"{url}/login/", data=body, method="POST",
+                                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+            try:
+                urllib.request.urlopen(request, timeout=30).read()
+            except urllib.error.HTTPError:
+                pass  # no CSRF cookie: refused, and logged as such
+        assert post_spans(url, key, spans(77, 2)) == 200
+        with pytest.raises(urllib.error.HTTPError):
+            post_spans(url, unknown_key, spans(78, 1))
+        assert get(f"{url}/api/v1/projects/", {"Authorization": f"Token {token}"})[0] == 200
+        assert get(f"{url}/api/v1/projects/", {"Authorization": f"Token {token}x"})[0] == 401
+        assert get(f"{url}/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    text = log.read_text()
+    assert "Unauthorized" in text or "Forbidden" in text, "the refusals were logged"
+    for secret in (password, key, token, unknown_key, TOKEN):
+        assert secret not in text
