@@ -17,7 +17,7 @@ WHITE = {"plot_bgcolor": "white", "paper_bgcolor": "white",
 
 
 def _layout(**extra) -> dict:
-    layout = {"margin": {"l": 50, "r": 10, "t": 10, "b": 30}, "height": 220, "showlegend": False,
+    layout = {"margin": {"l": 50, "r": 10, "t": 10, "b": 50}, "height": 240, "showlegend": False,
               "plot_bgcolor": WHITE["plot_bgcolor"], "paper_bgcolor": WHITE["paper_bgcolor"]}
     layout.update(extra)
     for axis in ("xaxis", "yaxis"):
@@ -39,6 +39,6 @@ def findings_trend_figure(rows: list[FindingKindRow], days: list[datetime]) -> d
     x = [d.isoformat() for d in days]
     data = [{"type": "bar", "x": x, "y": row.per_day, "name": row.kind,
              "hovertemplate": f"{row.kind}<br>%{{x}}: %{{y}}<extra></extra>"} for row in rows]
-    return {"data": data, "layout": _layout(showlegend=True, height=240, barmode="stack",
+    return {"data": data, "layout": _layout(showlegend=True, height=260, barmode="stack",
                                             legend={"orientation": "h", "y": -0.25},
                                             yaxis={"title": {"text": "new findings / 24 h"}})}
