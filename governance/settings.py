@@ -239,6 +239,13 @@ TRACE_QUIET_SECONDS = env_float("TRACE_QUIET_SECONDS", 5.0)
 PIPELINE_LEASE_SECONDS = env_float("PIPELINE_LEASE_SECONDS", 30.0)
 RETENTION_BATCH = env_int("RETENTION_BATCH", 5000)
 
+# OFREP (governance/rollouts/ofrep.py): how long a web process trusts its copy of an ingest key and
+# of a flag's rollout (a rollback or a revoked key reaches agents within this), evaluations a second
+# allowed per ingest key in each web process (0: no limit), and the largest request body.
+OFREP_CACHE_SECONDS = env_float("OFREP_CACHE_SECONDS", 1.0)
+OFREP_RATE_LIMIT_PER_SECOND = env_int("OFREP_RATE_LIMIT_PER_SECOND", 0)
+OFREP_MAX_BODY_BYTES = env_int("OFREP_MAX_BODY_BYTES", 64 * 1024)
+
 # SLOs and alerts (governance/slo). The evaluation tick's interval; the rollup sweep counts traces
 # completed at least SLI_ROLLUP_DELAY_SECONDS ago, so their analysis and policy evaluation are done.
 ALERT_EVAL_INTERVAL_SECONDS = env_float("ALERT_EVAL_INTERVAL_SECONDS", 30.0)

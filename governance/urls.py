@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.urls import include, path, register_converter
+from django.urls import include, path, re_path, register_converter
 from drf_spectacular.views import SpectacularSwaggerView
 
 from governance import ops_views
@@ -10,6 +10,7 @@ from governance.api import views as gapi
 from governance.converters import IdConverter, VersionConverter
 from governance.overview import views as oviews
 from governance.pipeline import views as pviews
+from governance.rollouts.ofrep import ofrep_view
 from traces import api as tapi
 from traces import views as tviews
 from traces.views_otlp import otlp_traces
@@ -38,6 +39,9 @@ api = [
 urlpatterns = [
     path("v1/traces", otlp_traces),
     path("v1/traces/", otlp_traces),  # some exporters are configured with a trailing slash
+    # Under gunicorn governance/wsgi.py answers /ofrep/ before Django; this serves the same answers
+    # to the development server and the test client.
+    re_path(r"^ofrep/", ofrep_view),
     path("api/v1/", include(api)),
     path("api/schema/", gapi.SchemaApi.as_view(), name="schema"),
     # A person opens the docs in a browser: without a session they are sent to log in.

@@ -15,4 +15,15 @@ except ImproperlyConfigured:
 
 from django.core.wsgi import get_wsgi_application
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+# Imported once the settings are checked and the apps loaded, above.
+from governance.rollouts.ofrep import ofrep_wsgi
+
+
+def application(environ, start_response):
+    # OFREP is asked by every agent, often: it skips Django's middleware and URL resolving (no
+    # session, CSRF or messages work), and answers from a one-second in-process cache.
+    if environ.get("PATH_INFO", "").startswith("/ofrep/"):
+        return ofrep_wsgi(environ, start_response)
+    return django_application(environ, start_response)

@@ -613,3 +613,39 @@ def test_runs_in_namespaces_of_their_own_find_no_bugs_between_them(simulate):
     alone = len(findings_in(first.dir)) + len(findings_in(second.dir))
     assert alone > 0
     assert len(findings_in(first.dir, second.dir)) == alone
+
+
+def test_a_canary_with_every_regression_is_worse_on_each_signal(simulate):
+    # --regression alone: errors, latency, compare-and-set conflicts and duplicated side effects.
+    run = simulate("--canary-version", "2.0.0", "--canary-share", "0.5", "--regression", "--iterations", "6")
+    assert run.summary.regression == "all"
+
+    def per_version(spans):
+        counts = Counter(s.resource["service.version"] for s in spans)
+        return counts["1.0.0"], counts["2.0.0"]
+
+    agents = [s for s in run.spans if s.file != "tool.binpb"]
+    assert per_version(s for s in agents if s.pb.status.code == Status.STATUS_CODE_ERROR)[0] == 0
+    assert per_version(s for s in agents if s.pb.status.code == Status.STATUS_CODE_ERROR)[1] > 0
+    baseline_conflicts, canary_conflicts = per_version(s for s in agents if s.attrs.get("state.conflict"))
+    assert canary_conflicts >= 2 * 2 * 6 > baseline_conflicts  # at least one per canary account update
+    executed = [s for s in agents if s.attrs.get("idempotency.outcome") == "executed"]
+    per_key = Counter(s.attrs["idempotency.key"] for s in executed)
+    assert any(n > 1 for n in per_key.values())
+    assert {s.resource["service.version"] for s in executed if per_key[s.attrs["idempotency.key"]] > 1} >= {"2.0.0"}
+    assert run.summary.counters["regression_duplicates"] > 0
+    durations = defaultdict(list)
+    for s in agents:
+        if s.pb.kind == Span.SPAN_KIND_CLIENT:
+            durations[s.resource["service.version"]].append(s.end - s.start)
+    assert min(durations["2.0.0"]) >= 20_000_000  # each canary tool call waits 20-40 ms more (a loaded
+    # machine slows the baseline's too, so this bound, not a comparison, is what holds every run)
+
+
+def test_baseline_version_names_the_baseline():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = vars(parser.parse_args(["--baseline-version", "3.1.0", "--canary-version", "3.2.0", "--regression"]))
+    config = config_from_options(options)
+    assert (config.service_version, config.canary_version, config.regression) == ("3.1.0", "3.2.0", "all")
+    assert config.regresses("duplicates") and config.regresses("latency")

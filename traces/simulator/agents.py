@@ -211,13 +211,22 @@ class Agent:
             self.hand_off(thread_index, iteration)
             self.report(key)
 
+    def regresses(self, kind: str) -> bool:
+        return self.canary and self.cfg.regresses(kind)
+
     def update_account(self, key: str, rng: random.Random) -> None:
         amount = rng.randint(1, 100)
         with self.spans.span("account.update") as span:
-            for _attempt in range(MAX_CAS_ATTEMPTS):
+            for attempt in range(MAX_CAS_ATTEMPTS):
                 value, version = self.read(key)
                 self.think(rng)
                 new_value = str(int(value or 0) + amount)
+                if attempt == 0 and self.regresses("conflicts"):
+                    # The regressed canary writes on the version before the one it read: it always
+                    # conflicts, and retries with a fresh read as a correct agent does.
+                    self.write_cas(key, new_value, version - 1)
+                    self.count("cas_retries")
+                    continue
                 if self.cfg.has("no-cas"):
                     result = self.write_blind(key, new_value, base_version=version)
                     if result.overwritten != version:
@@ -254,8 +263,7 @@ class Agent:
             self.inject("no-lock")  # another writer got in between our read and write
 
     def call_tool(self, key: str, rng: random.Random) -> None:
-        regression = self.cfg.regression if self.canary else ""
-        fail = regression == "errors" and rng.random() < CANARY_ERROR_RATE
+        fail = self.regresses("errors") and rng.random() < CANARY_ERROR_RATE
         body = json.dumps({} if fail else {"key": key}).encode()
         url = f"{self.tool_url}/{TOOL_NAME}"
         host, _, port = self.tool_url.split("//", 1)[1].partition(":")
@@ -268,7 +276,7 @@ class Agent:
             "gen_ai.tool.name": TOOL_NAME,
         }
         with self.spans.span(f"POST /{TOOL_NAME}", kind=SpanKind.CLIENT, attributes=attrs) as span:
-            if regression == "latency":
+            if self.regresses("latency"):
                 time.sleep(rng.uniform(*CANARY_EXTRA_LATENCY_S))
             headers = {"Content-Type": "application/json"}
             PROPAGATOR.inject(headers)
@@ -289,13 +297,15 @@ class Agent:
 
     def confirm_order(self, iteration: int) -> None:
         key = self.cfg.scoped(f"order/{iteration}/confirm")
-        bypass = self.cfg.has("idempotency-bypass")
+        bypass = self.cfg.has("idempotency-bypass") or self.regresses("duplicates")
         with self.spans.span("order.confirm", attributes={"idempotency.key": key}) as span:
             result = self.store.perform_action(key, agent=self.name, dedup=not bypass)
             span.set_attribute("idempotency.outcome", "executed" if result.executed else "deduplicated")
         self.count("actions_executed" if result.executed else "actions_deduplicated")
         if result.duplicate:
             self.inject("idempotency-bypass")
+            if self.regresses("duplicates"):
+                self.count("regression_duplicates")
 
     def hand_off(self, thread_index: int, iteration: int) -> None:
         key = self.cfg.scoped(f"handoff/{self.name}/{thread_index}/{iteration}")

@@ -16,7 +16,15 @@ BUGS = {
     "clock-skew": "agent-0's process clock runs ahead (causality_violation)",
     "dropped-parent": "one agent step's root span is never exported (orphan_span)",
 }
-REGRESSIONS = ("latency", "errors")
+# What a canary with --regression does worse; --regression alone means all of them, so that a
+# canary analysis sees it on every metric it compares.
+REGRESSIONS = {
+    "latency": "tool calls take 20-40 ms longer",
+    "errors": "half the tool calls fail (ERROR spans)",
+    "conflicts": "every account update first writes on a stale version (compare-and-set conflicts)",
+    "duplicates": "the idempotency check is skipped (duplicated side effects)",
+}
+ALL_REGRESSIONS = "all"
 
 LEDGER_LOCK = "ledger"
 LEDGER_KEY = "ledger/total"
@@ -41,7 +49,10 @@ class SimulationConfig:
     bugs: tuple[str, ...] = ()
     canary_version: str = ""
     canary_share: float = 0.3
-    regression: str = ""  # "" | "latency" | "errors"
+    regression: str = ""  # "" | one of REGRESSIONS | "all"
+    flag_key: str = ""  # set: each agent's version is what OFREP answers for this flag (flags.py)
+    ofrep_url: str = ""
+    versions: tuple[str, ...] = ()  # the version of each agent, by index, once the flag was evaluated
     think_ms: float = 2.0
     skew_ms: int = 2000
     service_name: str = "causeway-sim-agent"
@@ -58,8 +69,8 @@ class SimulationConfig:
         unknown = sorted(set(self.bugs) - set(BUGS))
         if unknown:
             raise ValueError(f"unknown bug(s): {', '.join(unknown)}; choose from {', '.join(BUGS)}")
-        if self.regression and self.regression not in REGRESSIONS:
-            raise ValueError(f"regression must be one of {', '.join(REGRESSIONS)}")
+        if self.regression and self.regression not in (*REGRESSIONS, ALL_REGRESSIONS):
+            raise ValueError(f"regression must be one of {', '.join(REGRESSIONS)} or {ALL_REGRESSIONS}")
         if self.regression and not self.canary_version:
             raise ValueError("--regression needs --canary-version")
         if not 0.0 <= self.canary_share <= 1.0:
@@ -85,13 +96,21 @@ class SimulationConfig:
     def agents_of_process(self, process_index: int) -> list[int]:
         return [i for i in range(self.agents) if i % self.process_count == process_index]
 
+    def regresses(self, kind: str) -> bool:
+        return self.regression in (kind, ALL_REGRESSIONS)
+
     @property
     def canary_indices(self) -> tuple[int, ...]:
-        """The last round(share * agents) agents (at least one) run the canary."""
+        """The agents on the canary: those the flag gave the canary version, or without a flag the
+        last round(share * agents) agents (at least one)."""
+        if self.versions:
+            return tuple(i for i, version in enumerate(self.versions) if version == self.canary_version)
         if not self.canary_version or self.canary_share <= 0:
             return ()
         n = min(self.agents, max(1, round(self.canary_share * self.agents)))
         return tuple(range(self.agents - n, self.agents))
 
     def version_of(self, index: int) -> str:
+        if self.versions:
+            return self.versions[index]
         return self.canary_version if index in self.canary_indices else self.service_version

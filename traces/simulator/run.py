@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from tqdm import tqdm
 
 from .agents import agent_process_main
-from .config import BUGS, LEDGER_KEY, REGRESSIONS, SimulationConfig, account_key, agent_name
+from .config import ALL_REGRESSIONS, BUGS, LEDGER_KEY, REGRESSIONS, SimulationConfig, account_key, agent_name
+from .flags import FlagEvaluationError, flag_versions
 from .locks import LockManager
 from .store import VersionedStore
 from .telemetry import ExportConfig
@@ -52,6 +53,8 @@ class SimulationSummary:
     canary_version: str = ""
     canary_agents: tuple[str, ...] = ()
     regression: str = ""
+    flag_key: str = ""
+    versions: dict[str, str] = field(default_factory=dict)  # agent name -> the version it ran
     counters: dict[str, int] = field(default_factory=dict)
     output_files: tuple[str, ...] = ()
     duration_s: float = 0.0
@@ -76,6 +79,10 @@ class SimulationSummary:
                 lines.append(f"  {bug}: {self.injections.get(bug, 0)} time(s) ({BUGS[bug]})")
         else:
             lines.append("Bugs injected: none (the traces should have no concurrency findings).")
+        if self.flag_key:
+            shares = Counter(self.versions.values())
+            lines.append(f"Flag {self.flag_key} (OFREP): " + ", ".join(
+                f"{version} for {n} agent(s)" for version, n in sorted(shares.items())) + ".")
         if self.canary_agents:
             what = f"with worse {self.regression}" if self.regression else "without a regression"
             lines.append(
@@ -102,8 +109,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="inject a bug; repeatable",
     )
     add("--canary-version", default="", help="service.version reported by the canary share of agents")
-    add("--canary-share", type=float, default=0.3, help="share of agents running the canary (default 0.3)")
-    add("--regression", choices=REGRESSIONS, default=None, help="what the canary does worse")
+    add("--canary-share", type=float, default=0.3,
+        help="share of agents running the canary without --flag (default 0.3)")
+    add("--flag", default="", metavar="KEY",
+        help="each agent runs the version Causeway's OFREP endpoint gives it for this flag (its rollout's); "
+             "agents given the --canary-version are the canary")
+    add("--regression", nargs="?", const=ALL_REGRESSIONS, choices=(*REGRESSIONS, ALL_REGRESSIONS), default=None,
+        help="what the canary does worse: " + "; ".join(f"{k}: {v}" for k, v in REGRESSIONS.items())
+             + f"; alone: {ALL_REGRESSIONS} of them")
     add("--endpoint", default="http://127.0.0.1:8000", help="Causeway base URL for OTLP/HTTP")
     add("--key", default=None, help=f"ingest key, sent as a Bearer token (default: ${INGEST_KEY_ENV})")
     add("--protocol", choices=("http", "grpc"), default="http", help="OTLP protocol (default http)")
@@ -113,7 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--think-ms", type=float, default=2.0, help="max think time between read and write (default 2)")
     add("--skew-ms", type=int, default=2000, help="clock offset for --bug clock-skew (default 2000)")
     add("--service-name", default="causeway-sim-agent", help="service.name of the agents")
-    add("--service-version", default="1.0.0", help="service.version of the baseline agents")
+    add("--service-version", "--baseline-version", dest="service_version", default="1.0.0",
+        help="service.version of the baseline agents (with --flag: the default when no rollout decides)")
     add("--run-id", default=None, help="prefix of service.instance.id (default: random)")
     add("--namespace", default="", help="keep this run's state keys, locks and idempotency keys apart from "
         "other runs' (e.g. ledger/NS/total); the run command's demo gives each start its own")
@@ -147,6 +161,8 @@ def config_from_options(options: dict) -> SimulationConfig:
         canary_version=opt("canary_version", ""),
         canary_share=opt("canary_share", 0.3),
         regression=opt("regression", ""),
+        flag_key=opt("flag", ""),
+        ofrep_url=opt("endpoint", "http://127.0.0.1:8000"),
         think_ms=opt("think_ms", 2.0),
         skew_ms=opt("skew_ms", 2000),
         service_name=opt("service_name", "causeway-sim-agent"),
@@ -180,6 +196,11 @@ def simulate(config: SimulationConfig, *, progress=None) -> SimulationSummary:
     elif os.path.exists(db_path):
         raise SimulationError(f"{db_path} already exists; the store must start empty")
     config = replace(config, run_id=run_id, db_path=db_path)
+    if config.flag_key:
+        try:
+            config = replace(config, versions=flag_versions(config))
+        except FlagEvaluationError as exc:
+            raise SimulationError(str(exc)) from None
     if config.export.mode == "file":
         os.makedirs(config.export.output_dir, exist_ok=True)
     store = VersionedStore(db_path)
@@ -272,6 +293,8 @@ def simulate(config: SimulationConfig, *, progress=None) -> SimulationSummary:
         canary_version=config.canary_version,
         canary_agents=tuple(agent_name(i) for i in config.canary_indices),
         regression=config.regression,
+        flag_key=config.flag_key,
+        versions={agent_name(i): config.version_of(i) for i in range(config.agents)},
         counters=dict(counters),
         output_files=output_files,
         duration_s=time.monotonic() - started,
