@@ -122,6 +122,7 @@ TABLE: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     'p/<slug:slug>/traces/<str:trace_id>/graph/': (PAGE, PAGE),
     'p/<slug:slug>/violations/': (PAGE, PAGE),
     'projects/new/': ((302, 302, 200, 404, 404, 404, 200), (302, 302, 200, 404, 404, 404, 200)),
+    '^ofrep/': (NO_METHOD, (401, 400, 401, 401, 401, 401, 401)),  # an ingest key only (400: no context sent)
     'v1/traces': (NO_METHOD, (401, 200, 401, 401, 401, 401, 401)),  # only an ingest key sends spans
     'v1/traces/': (NO_METHOD, (401, 200, 401, 401, 401, 401, 401)),  # only an ingest key sends spans
 }
@@ -132,6 +133,7 @@ QUERIES = {
     "p/<slug:slug>/policies/<id:policy_id>/diff/": {"": "?new=2"},
     "p/<slug:slug>/policies/<id:policy_id>/dry-run/": {"": "?version=1"},
     "api/v1/state/history/": {"": "&key=order/42"},
+    "^ofrep/": {"^ofrep/": "ofrep/v1/evaluate/flags/agent-version"},
 }
 
 
@@ -220,7 +222,7 @@ def path_of(pattern: str, ids: dict) -> str:
                         ("<int:channel_id>", ids["channel"]), ("<int:batch_id>", ids["batch"]),
                         ("<str:username>", "viewer"), ("<path:key>", "order/42")):
         path = path.replace(name, str(value))
-    assert "<" not in path, f"no sample value for a part of {pattern}: add one to path_of"
+    assert "<" not in path and "^" not in path, f"no sample value for a part of {pattern}: add one to path_of"
     if pattern.startswith("api/v1/") and not pattern.startswith("api/v1/projects/"):
         path += "?project=acme"
     return path + QUERIES.get(pattern, {}).get("", "")
@@ -246,4 +248,4 @@ def test_every_pattern_and_method_answers_each_principal_as_the_table_says(world
                     wrong.append(f"{method} {path} as {principal}: {got}, expected {status}")
                 if audited and principal in ("anonymous", "ingest_key", "outsider", "viewer"):
                     wrong.append(f"{method} {path} as {principal} changed something (an audit record)")
-    assert wrong == []
+    assert wrong == [], "\n".join(wrong)
