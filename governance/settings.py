@@ -11,11 +11,20 @@ from pathlib import Path
 import dj_database_url
 
 from governance.converters import MAX_ID, MAX_VERSION
-from governance.env import env_bool, env_float, env_int, env_list, env_str
+from governance.env import SettingError, env_bool, env_float, env_int, env_list, env_str
+from governance.logs import logging_config
+from governance.multiproc import multiproc_dir
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("CAUSEWAY_DATA_DIR", str(BASE_DIR / "data")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+# Causeway's own metrics (governance/metrics.py): each process writes its samples here and /metrics
+# sums them. prometheus_client reads the variable when it is imported, so it is set before any app
+# code runs; the supervisor and gunicorn clear the files of dead processes at start.
+PROMETHEUS_MULTIPROC_DIR = multiproc_dir()
+# /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; without a token set it answers nobody.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 DEBUG = env_bool("DEBUG", False)
 # Required when DEBUG is false: the web process refuses to start without it
@@ -29,6 +38,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # configured; a local run on plain HTTP (scripts/run.sh) sets HTTPS=false.
 HTTPS = env_bool("HTTPS", not DEBUG)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+# Load balancers probe health over plain HTTP on the private side.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
@@ -68,6 +79,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "governance.logs.RequestIdMiddleware",
     "governance.errors.RequestGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -266,9 +278,10 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "causeway@localhost")
 EMAIL_BACKEND = ("django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
                  else "django.core.mail.backends.console.EmailBackend")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
-}
+# LOG_FORMAT=json: one JSON object per line, with the request's and the task's id (governance/logs.py).
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
+if LOG_FORMAT not in ("text", "json"):
+    raise SettingError(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "WARNING"))
+# Celery would otherwise replace the root logger's handlers with its own, dropping the JSON format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

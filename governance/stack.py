@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from governance.multiproc import dead_files_remove, multiproc_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TAIL_LINES = 20
@@ -126,6 +128,10 @@ class Stack:
         self.demo = demo  # "once", "continuous" or "off"
         self.logs = data_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        # Causeway's own metrics: web, worker and beat share one sample directory, cleared of the files
+        # of processes an earlier run left (governance/multiproc.py); the children inherit its variable.
+        os.environ.setdefault("CAUSEWAY_DATA_DIR", str(data_dir))
+        dead_files_remove(multiproc_dir())
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.children: dict[str, Child] = {}
         self.demo_child: Child | None = None

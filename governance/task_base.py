@@ -18,8 +18,11 @@ import time
 from dataclasses import dataclass
 from functools import wraps
 
-from celery import shared_task
+from celery import current_task, shared_task
 from django.db import InterfaceError, OperationalError
+
+from governance import metrics
+from governance.logs import task_id_var
 
 log = logging.getLogger("causeway.tasks")
 
@@ -67,12 +70,19 @@ def instrumented_task(*, name: str, queue: str, time_limit: int, soft_time_limit
         def timed(*args, **kwargs):
             began = time.monotonic()
             outcome = "failed"
+            request = getattr(current_task, "request", None)
+            token = task_id_var.set(getattr(request, "id", None) or "")
             try:
                 result = func(*args, **kwargs)
                 outcome = "ok"
                 return result
             finally:
-                log.info("task %s %s in %.3f s", name, outcome, time.monotonic() - began)
+                seconds = time.monotonic() - began
+                metrics.TASK_SECONDS.labels(task=name, outcome=outcome).observe(seconds)
+                if outcome == "failed":
+                    metrics.TASK_FAILURES.labels(task=name).inc()
+                log.info("task %s %s in %.3f s", name, outcome, seconds)
+                task_id_var.reset(token)
 
         QUEUE_OF[name] = queue
         options = {

@@ -5,9 +5,11 @@ from django.urls import include, path, re_path, register_converter
 from drf_spectacular.views import SpectacularSwaggerView
 
 from governance import docs as gdocs
+from governance import ops_views
 from governance import views as gviews
 from governance.api import views as gapi
 from governance.converters import IdConverter, VersionConverter
+from governance.overview import views as oviews
 from governance.pipeline import views as pviews
 from governance.rollouts.ofrep import ofrep_view
 from traces import api as tapi
@@ -50,7 +52,10 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("metrics", ops_views.metrics_view, name="metrics"),
+    path("healthz", ops_views.healthz, name="healthz"),
     path("", gviews.home, name="home"),
+    path("p/<slug:slug>/", oviews.overview, name="overview"),
     path("projects/new/", gviews.project_new, name="project-new"),
     path("p/<slug:slug>/traces/", tviews.trace_list, name="trace-list"),
     path("p/<slug:slug>/traces/<str:trace_id>/", tviews.trace_detail, name="trace-detail"),

@@ -70,7 +70,7 @@ def home(request):
     project = projects_for_user(user=request.user).first()
     if project is None:
         return render(request, "governance/no_project.html")
-    return redirect("trace-list", slug=project.slug)
+    return redirect("overview", slug=project.slug)
 
 
 def can_create_project(user) -> bool:

@@ -41,7 +41,7 @@ def test_it_logs_in_with_a_password_and_lands_on_the_first_project(client, alice
     response = client.post("/login/", {"username": "alice", "password": "alice-password"})
     assert response.status_code == 302
     response = client.get("/")
-    assert response["Location"] == "/p/acme/traces/"
+    assert response["Location"] == "/p/acme/"
 
 
 def test_it_lists_traces_with_their_summary(logged_in, acme):
@@ -147,7 +147,7 @@ def test_every_page_of_a_project_shows_the_same_navigation_with_findings(logged_
     store_trace(acme)
     policy = policy_create(project=acme, source=LEDGER_V1, actor=alice)
     trace = "a" * 32
-    pages = ["traces/", f"traces/{trace}/", f"traces/{trace}/graph/", "state/order/42/", "findings/", "policies/",
+    pages = ["", "traces/", f"traces/{trace}/", f"traces/{trace}/graph/", "state/order/42/", "findings/", "policies/",
              "policies/new/", f"policies/{policy.pk}/", f"policies/{policy.pk}/edit/", f"policies/{policy.pk}/versions/1/",
              f"policies/{policy.pk}/dry-run/?version=1", "violations/", "slos/", "slos/new/", "alerts/", "alert-rules/",
              "silences/", "channels/", "keys/", "members/", "audit/"]
@@ -157,7 +157,7 @@ def test_every_page_of_a_project_shows_the_same_navigation_with_findings(logged_
         assert response.status_code == 200, tail
         navigations[tail] = re.search(r"<nav>(.*?)</nav>", response.content.decode(), re.DOTALL).group(1)
     links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', navigations["traces/"])
-    assert [name for _, name in links] == ["Traces", "Findings", "Policies", "Violations", "SLOs", "Alerts",
+    assert [name for _, name in links] == ["Overview", "Traces", "Findings", "Policies", "Violations", "SLOs", "Alerts",
                                            "Alert rules", "Silences", "Channels", "Pipeline", "Ingest keys", "Members",
                                            "Audit log"]
     assert ("/p/acme/findings/", "Findings") in links

@@ -11,6 +11,7 @@ INTERNAL ("Exception deserializing request!") where it is the sender's error.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 
 import grpc
@@ -20,6 +21,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from governance import metrics
 from traces.otlp import PROTOBUF, export_response
 from traces.receiver import IngestFailure, bearer_key, export, ingest_key_check, request_decode
 
@@ -37,21 +39,25 @@ def _metadata_key(context) -> str:
 def export_call(body: bytes, context) -> ExportTraceServiceResponse:
     """TraceService.Export on the request's bytes."""
     close_old_connections()
+    began, status = time.perf_counter(), "OK"
     try:
         key = ingest_key_check(_metadata_key(context))
-        rejected, message = export(key.project_id, request_decode(body, PROTOBUF))
+        rejected, message = export(key.project_id, request_decode(body, PROTOBUF), protocol="grpc")
     except IngestFailure as failure:
+        status = _CODE_NAMES[failure.grpc_code]
         if failure.retry_after:
             # The OTLP exporters space their retries by this RetryInfo.
             info = RetryInfo(retry_delay=Duration(seconds=failure.retry_after))
             context.set_trailing_metadata((("google.rpc.retryinfo-bin", info.SerializeToString()),))
         context.abort(grpc.StatusCode[_CODE_NAMES[failure.grpc_code]], failure.message)
     except Exception:
+        status = "INTERNAL"
         # Left to gRPC, the answer would quote the exception (UNKNOWN "Exception calling application: ...").
         logger.exception("OTLP/gRPC Export failed")
         context.abort(grpc.StatusCode.INTERNAL, "the receiver failed; its log says why")
     finally:
         close_old_connections()
+        metrics.INGEST_SECONDS.labels(protocol="grpc", status=status).observe(time.perf_counter() - began)
     return export_response(rejected, message)
 
 

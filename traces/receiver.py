@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.db import DatabaseError, InterfaceError, OperationalError
 
+from governance import metrics
 from governance.services import IngestKeyRevoked, IngestKeyUnknown, ingest_key_authenticate
 from traces.ingest import spans_store
 from traces.otlp import OtlpDecodeError, decode_request, spans_from_request
@@ -64,18 +65,24 @@ def request_decode(body: bytes, content_type: str):
         raise IngestFailure(400, INVALID_ARGUMENT, str(exc)[:MESSAGE_CHARS]) from None
 
 
-def export(project_id: int, request) -> tuple[int, str]:
+def export(project_id: int, request, *, protocol: str = "http") -> tuple[int, str]:
     """Store a decoded ExportTraceServiceRequest; returns (rejected spans, a message saying why and what was
     stored normalised)."""
     batch = spans_from_request(request)
+    metrics.SPANS_RECEIVED.labels(protocol=protocol).inc(len(batch.spans) + batch.rejected)
+    for problem, count in batch.rejected_by.items():
+        metrics.SPANS_REJECTED.labels(reason=metrics.reject_reason(problem)).inc(count)
     try:
         spans_store(project_id=project_id, spans=batch.spans)
     except (OperationalError, InterfaceError) as exc:
+        metrics.SPANS_REJECTED.labels(reason="storage_unavailable").inc(len(batch.spans))
         raise _unavailable(exc) from None
     except DatabaseError as exc:
+        metrics.SPANS_REJECTED.labels(reason="storage_refused").inc(len(batch.spans))
         # traces/span_rules.py makes every span it keeps storable, so this is a rule missing there. The sender is
         # not shown the database's words (they name tables and columns); the log keeps them.
         logger.exception("the database refused a batch of %d spans", len(batch.spans))
         raise IngestFailure(400, INVALID_ARGUMENT,
                             f"the database refused the spans ({type(exc).__name__}); none were stored") from None
+    metrics.SPANS_ACCEPTED.labels(protocol=protocol).inc(len(batch.spans))
     return batch.rejected, batch.message

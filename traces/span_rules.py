@@ -14,6 +14,7 @@ equal to traces/models.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class CheckedBatch:
     spans: list[SpanRecord]  # the spans to store, normalised
     rejected: int
     message: str  # why spans were rejected and what was normalised, "" when neither
+    rejected_by: dict[str, int] = dataclasses.field(default_factory=dict)  # problem (span_problem's words) -> spans
 
 
 def span_problem(span: SpanRecord) -> str:
@@ -163,4 +165,4 @@ def spans_checked(spans) -> CheckedBatch:
         [f"{count} span(s): {problem}" for problem, count in sorted(rejected.items())]
         + [f"{count} span(s) stored normalised: {note}" for note, count in sorted(normalised.items())]
     )
-    return CheckedBatch(kept, sum(rejected.values()), message)
+    return CheckedBatch(kept, sum(rejected.values()), message, rejected)

@@ -1,10 +1,13 @@
 """OTLP/HTTP: POST /v1/traces, protobuf or JSON, gzip or not."""
 
+import time
+
 from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from google.rpc.status_pb2 import Status
 
+from governance import metrics
 from traces.otlp import (
     JSON,
     PROTOBUF,
@@ -59,6 +62,14 @@ def _read_body(request, limit: int) -> bytes:
 
 @csrf_exempt
 def otlp_traces(request):
+    began = time.perf_counter()
+    response = _otlp_traces(request)
+    metrics.INGEST_SECONDS.labels(protocol="http", status=str(response.status_code)).observe(
+        time.perf_counter() - began)
+    return response
+
+
+def _otlp_traces(request):
     content_type = request.META.get("CONTENT_TYPE", "")
     kind = media_type(content_type)
     reply_type = JSON if kind == JSON else PROTOBUF

@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
+from governance import metrics
 from governance.models import Project
 from governance.slo.core.alerts import FIRING, RESOLVED, AlertPhase, alert_next, fingerprint, threshold_holds
 from governance.slo.core.burn import slo_status, windows_needed
@@ -352,13 +353,16 @@ def notification_send(*, notification_id: int) -> str:
         done = timezone.now()
         if exc.permanent or notification.attempts >= settings.NOTIFY_MAX_ATTEMPTS:
             ours.update(status=Notification.Status.FAILED, last_error=str(exc), claimed_until=None)
+            metrics.NOTIFICATIONS_FAILED.labels(channel_kind=channel.kind, final="true").inc()
             Channel.objects.filter(pk=channel.pk).update(last_error=str(exc), last_error_at=done)
             log.warning("notification %s to %s failed for good: %s", notification.pk, channel.name, exc)
             return "failed"
         ours.update(status=Notification.Status.PENDING, last_error=str(exc), claimed_until=None,
                     next_attempt_at=done + retry_delay(notification.attempts))
+        metrics.NOTIFICATIONS_FAILED.labels(channel_kind=channel.kind, final="false").inc()
         return "retry"
     done = timezone.now()
     ours.update(status=Notification.Status.SENT, sent_at=done, claimed_until=None, last_error="")
+    metrics.NOTIFICATIONS_SENT.labels(channel_kind=channel.kind).inc()
     Channel.objects.filter(pk=channel.pk).update(last_sent_at=done)
     return "sent"
