@@ -8,6 +8,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.views.decorators.http import require_GET
 from django.http import Http404
 from django.shortcuts import render
 from django.utils.safestring import mark_safe
@@ -37,6 +38,7 @@ def _rendered(name: str) -> tuple[str, str]:
 
 
 @login_required
+@require_GET
 def docs_page(request, name):
     if name not in DOCS:
         raise Http404("no such document")

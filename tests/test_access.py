@@ -68,6 +68,14 @@ TABLE: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     'api/v1/projects/<slug:slug>/ingest-keys/<id:key_id>/revoke/': (API_405, (401, 401, 404, 403, 403, 403, 200)),
     'api/v1/projects/<slug:slug>/members/': (API, API_405),
     'api/v1/projects/<slug:slug>/members/<str:username>/': (API_405, API_405),
+    'api/v1/rollouts/': (API, API_BAD_BODY),
+    'api/v1/rollouts/<id:rollout_id>/': (API, API_405),
+    'api/v1/rollouts/<id:rollout_id>/abort/': (API_405, (401, 401, 404, 403, 200, 200, 200)),
+    'api/v1/rollouts/<id:rollout_id>/approve/': (API_405, (401, 401, 404, 403, 403, 409, 409)),  # pending: no gate yet,
+    'api/v1/rollouts/<id:rollout_id>/promote/': (API_405, (401, 401, 404, 403, 403, 200, 200)),
+    'api/v1/rollouts/<id:rollout_id>/retry/': (API_405, (401, 401, 404, 403, 409, 409, 409)),  # nothing to retry,
+    'api/v1/rollouts/<id:rollout_id>/rollback/': (API_405, (401, 401, 404, 403, 409, 409, 409)),  # not active,
+    'api/v1/rollouts/<id:rollout_id>/start/': (API_405, (401, 401, 404, 403, 403, 200, 200)),
     'api/v1/silences/': (API, API_BAD_BODY),
     'api/v1/silences/<int:silence_id>/': (API_405, API_405),
     'api/v1/slis/preview/': (API_405, API_BAD_BODY),
@@ -81,6 +89,7 @@ TABLE: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     'api/v1/violations/': (API, API_405),
     'api/v1/violations/counts/': (API, API_405),
     'assets/plotly.min.js': ((200, 200, 200, 200, 200, 200, 200), NO_METHOD),
+    'docs/<slug:name>/': ((302, 302, 200, 200, 200, 200, 200), PAGE_405),  # any person signed in,
     'healthz': ((200, 200, 200, 200, 200, 200, 200), NO_METHOD),
     'login/': ((200, 200, 200, 200, 200, 200, 200), (200, 200, 200, 200, 200, 200, 200)),
     'logout/': (NO_METHOD, (302, 302, 302, 302, 302, 302, 302)),
@@ -92,6 +101,7 @@ TABLE: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     'p/<slug:slug>/audit/': ((302, 302, 404, 404, 404, 404, 200), (302, 302, 404, 404, 404, 404, 200)),
     'p/<slug:slug>/channels/': (PAGE, PAGE),
     'p/<slug:slug>/findings/': (PAGE, PAGE),
+    'p/<slug:slug>/findings/<id:finding_id>/': (PAGE, PAGE),
     'p/<slug:slug>/findings/<id:finding_id>/acknowledge/': (PAGE_405, PAGE_ACTION),
     'p/<slug:slug>/keys/': (PAGE, PAGE),
     'p/<slug:slug>/keys/<id:key_id>/revoke/': (PAGE_405, PAGE_ACTION),
@@ -109,6 +119,10 @@ TABLE: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     'p/<slug:slug>/policies/<id:policy_id>/versions/<version:number>/': (PAGE, PAGE),
     'p/<slug:slug>/policies/<id:policy_id>/versions/<version:number>/activate/': (PAGE_405, PAGE_ACTION),
     'p/<slug:slug>/policies/new/': (PAGE, PAGE),
+    'p/<slug:slug>/rollouts/': (PAGE, PAGE),
+    'p/<slug:slug>/rollouts/<id:rollout_id>/': (PAGE, PAGE),
+    'p/<slug:slug>/rollouts/<id:rollout_id>/<str:action>/': (PAGE_405, (302, 302, 404, 403, 403, 302, 302)),  # start,
+    'p/<slug:slug>/rollouts/new/': (PAGE, PAGE),
     'p/<slug:slug>/silences/': (PAGE, PAGE),
     'p/<slug:slug>/slos/': (PAGE, PAGE),
     'p/<slug:slug>/slos/<int:slo_id>/': (PAGE, PAGE),
@@ -154,6 +168,7 @@ def every_pattern() -> list[str]:
 def world(db, acme, globex):
     """acme with one member of each role and one of everything; charlie is admin of globex only."""
     from governance.pipeline.models import StageBatch
+    from governance.rollouts.services import rollout_create
     from governance.slo.models import Alert
     from governance.slo.services import channel_create, rule_create, silence_create, slo_create
     from policies.services import policy_create, policy_version_create
@@ -182,6 +197,9 @@ def world(db, acme, globex):
                                     ends_at=timezone.now() + timedelta(hours=1)).pk
     ids["channel"] = channel_create(project=acme, actor=admin, data={"kind": "email", "name": "mail",
                                                                      "to": ["oncall@example.com"]}).pk
+    ids["rollout"] = rollout_create(project=acme, actor=admin, name="billing 1.1", service="billing",
+                                    baseline_version="1.0.0", canary_version="1.1.0", flag_key="billing-version",
+                                    template="quick").pk
     ids["batch"] = StageBatch.objects.create(project=acme, stage="findings", trace_ids=["a" * 32],
                                              state=StageBatch.State.DEAD, received_at=timezone.now(),
                                              completed_at=timezone.now()).pk
@@ -220,6 +238,7 @@ def path_of(pattern: str, ids: dict) -> str:
                         ("<version:number>", 1), ("<int:slo_id>", ids["slo"]), ("<int:rule_id>", ids["rule"]),
                         ("<int:alert_id>", ids["alert"]), ("<int:silence_id>", ids["silence"]),
                         ("<int:channel_id>", ids["channel"]), ("<int:batch_id>", ids["batch"]),
+                        ("<id:rollout_id>", ids["rollout"]), ("<str:action>", "start"), ("<slug:name>", "concurrency"),
                         ("<str:username>", "viewer"), ("<path:key>", "order/42")):
         path = path.replace(name, str(value))
     assert "<" not in path and "^" not in path, f"no sample value for a part of {pattern}: add one to path_of"

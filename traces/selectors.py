@@ -82,14 +82,19 @@ def _open_findings_of_trace():
         output_field=IntegerField()), Value(0))
 
 
+def _with_counts(traces):
+    """Traces with their count of open findings and of policy violations (TraceSummarySerializer's)."""
+    return traces.annotate(open_findings=_open_findings_of_trace(),
+                           violations=RawSQL(_VIOLATIONS_OF_TRACE, [], IntegerField()))
+
+
 def traces_search(*, project, service="", agent="", name="", status="", since=None, until=None,
                   min_duration_ms=None, max_duration_ms=None, now=None, attr="", finding_kind="", state_key="",
                   has_findings="", sort=""):
     """Traces of a project matching the filters, newest first unless `sort` says otherwise (TRACE_SORTS),
     each with its count of open findings and of policy violations. `attr` is "key=value" on a span's
     attributes; `has_findings` "yes" or "no" (open or acknowledged findings)."""
-    qs = Trace.objects.filter(project=project).annotate(
-        open_findings=_open_findings_of_trace(), violations=RawSQL(_VIOLATIONS_OF_TRACE, [], IntegerField()))
+    qs = _with_counts(Trace.objects.filter(project=project))
     if has_findings:
         with_findings = FindingSpan.objects.filter(project=project).exclude(
             finding__status=Finding.Status.WITHDRAWN).values("trace_id")
@@ -131,7 +136,7 @@ def traces_search(*, project, service="", agent="", name="", status="", since=No
 
 
 def trace_get(*, project, trace_id: str) -> Trace | None:
-    return Trace.objects.filter(project=project, trace_id=trace_id.lower()).first()
+    return _with_counts(Trace.objects.filter(project=project, trace_id=trace_id.lower())).first()
 
 
 @dataclass(frozen=True)
