@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from governance.rollouts.services import rollout_create, rollout_promote, rollout_start
 from governance.slo.evaluation import evaluate_tick
 from governance.slo.services import rule_create, slo_create
 from policies.services import policy_version_activate, violations_record
@@ -110,7 +111,23 @@ def test_it_shows_slo_budgets_firing_alerts_and_violations_by_policy(client, ali
     assert "billing-errors" in alerts and "1 firing" in alerts
     ledger = re.search(r'<tr data-policy="ledger">(.*?)</tr>', html, re.DOTALL).group(1)
     assert f'href="/p/acme/violations/?policy={policy.pk}&amp;last=24h"' in ledger and '<td class="n">2</td>' in ledger
-    assert 'id="rollouts"' in html, "the slot the rollouts app fills"
+
+
+def test_it_shows_active_rollouts_with_their_step_and_link(client, alice, bob, acme):
+    done = rollout_create(project=acme, actor=alice, name="old", service="billing", baseline_version="0.9",
+                          canary_version="1.0", flag_key="old-version", template="quick")
+    rollout_start(rollout=done, actor=alice)
+    rollout_promote(rollout=done, actor=alice)
+    live = rollout_create(project=acme, actor=alice, name="billing 1.1", service="billing", baseline_version="1.0",
+                          canary_version="1.1", flag_key="billing-version", template="quick")
+    rollout_start(rollout=live, actor=alice)
+    client.force_login(bob)
+    html = client.get("/p/acme/").content.decode()
+    section = re.search(r'<section class="box" id="rollouts">(.*?)</section>', html, re.DOTALL).group(1)
+    row = re.search(rf'<tr data-rollout="{live.pk}">(.*?)</tr>', section, re.DOTALL).group(1)
+    assert f'href="/p/acme/rollouts/{live.pk}/"' in row and "billing 1.1" in row and "1.0 → 1.1" in row
+    assert "1/" in row and "no analysis yet" in row
+    assert f'data-rollout="{done.pk}"' not in section, "a promoted rollout is no longer active"
 
 
 def test_it_links_the_analysis_lag_to_the_pipeline_page(client, bob, acme, clock):

@@ -18,6 +18,8 @@ from governance.overview.selectors import (
     trend_days,
     violations_by_policy,
 )
+from governance.rollouts.selectors import active_rollouts
+from governance.rollouts.services import state_text
 from governance.views import page_project
 from traces.selectors import analysis_lag
 from traces.timeline import timeline_json
@@ -34,6 +36,9 @@ def overview(request, slug):
     finding_rows = findings_by_kind(project=project, now=now)
     firing_count, firing = firing_alerts(project=project)
     slos = slo_rows(project=project)
+    rollouts = active_rollouts(project=project)
+    for rollout in rollouts:
+        rollout.state_text = state_text(rollout)
     figures = {"spans": charts.spans_per_minute_figure(activity),
                "findings": charts.findings_trend_figure(finding_rows, trend_days(now=now)) if finding_rows else None}
     return render(request, "overview/overview.html", {
@@ -41,6 +46,7 @@ def overview(request, slug):
         "finding_rows": finding_rows, "open_findings": sum(r.open for r in finding_rows),
         "slos": slos[:SLOS_SHOWN], "slo_count": len(slos),
         "slo_words": Counter(row.word for row in slos).most_common(), "firing_count": firing_count, "firing": firing,
+        "rollouts": rollouts,
         "violations": violations_by_policy(project=project, now=now),
         "lag": analysis_lag(project=project, now=now), "quiet_seconds": settings.TRACE_QUIET_SECONDS,
         "activity_minutes": ACTIVITY_MINUTES, "trend_days": TREND_DAYS, "violation_hours": VIOLATION_HOURS,

@@ -24,7 +24,7 @@ from governance.rollouts.canary import version_examples, version_series
 from governance.rollouts.core.judgement import METRIC_KINDS, VersionSample, metrics_parse, quantile
 from governance.rollouts.core.plan import TEMPLATES, step_text
 from governance.rollouts.models import Rollout
-from governance.rollouts.selectors import rollouts_for_project
+from governance.rollouts.selectors import rollouts_for_project, step_label
 from governance.services import PermissionDenied, client_address
 from governance.slo.models import AlertRule, Slo
 from governance.views import page_project
@@ -68,17 +68,10 @@ def rollout_list(request, slug):
     project = page_project(request, slug)
     rollouts = list(rollouts_for_project(project=project)[:200])
     for rollout in rollouts:
-        rollout.step_label = _current_step_label(rollout)
+        rollout.step_label = step_label(rollout)
         rollout.state_text = services.state_text(rollout)
     return render(request, "rollouts/list.html", {"project": project, "rollouts": rollouts,
                                                   "can_create": _can(request, Role.APPROVER)})
-
-
-def _current_step_label(rollout: Rollout) -> str:
-    if rollout.step_index >= len(rollout.steps):
-        return "all steps done"
-    label = f"{rollout.step_index + 1}/{len(rollout.steps)}: {step_text(rollout.steps[rollout.step_index])}"
-    return f"stopped at {label}" if rollout.state in (Rollout.State.ABORTED, Rollout.State.ROLLED_BACK) else label
 
 
 @login_required
