@@ -544,6 +544,7 @@ def test_the_trace_list_api_filters_by_service_agent_name_and_status(client, acm
     assert first["results"][0] == {
         "trace_id": T2, "root_name": "code", "root_span_id": "00f067aa0ba902b8", "services": ["coder"],
         "agents": ["coder-bot"], "span_count": 2, "error_count": 1, "start_ns": 2_000_000_000,
-        "end_ns": 2_005_000_001, "duration_ns": 5_000_001, "state": "open"}
+        "end_ns": 2_005_000_001, "duration_ns": 5_000_001, "state": "open", "open_findings": 0,
+        "violations": 0}
     response = api.get("/api/v1/traces/?status=sideways")
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"

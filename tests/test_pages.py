@@ -150,7 +150,7 @@ def test_every_page_of_a_project_shows_the_same_navigation_with_findings(logged_
     pages = ["", "traces/", f"traces/{trace}/", f"traces/{trace}/graph/", "state/order/42/", "findings/", "policies/",
              "policies/new/", f"policies/{policy.pk}/", f"policies/{policy.pk}/edit/", f"policies/{policy.pk}/versions/1/",
              f"policies/{policy.pk}/dry-run/?version=1", "violations/", "slos/", "slos/new/", "alerts/", "alert-rules/",
-             "silences/", "channels/", "keys/", "members/", "audit/"]
+             "silences/", "channels/", "rollouts/", "rollouts/new/", "pipeline/", "keys/", "members/", "audit/"]
     navigations = {}
     for tail in pages:
         response = logged_in.get(f"/p/acme/{tail}")
@@ -158,7 +158,8 @@ def test_every_page_of_a_project_shows_the_same_navigation_with_findings(logged_
         navigations[tail] = re.search(r"<nav>(.*?)</nav>", response.content.decode(), re.DOTALL).group(1)
     links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', navigations["traces/"])
     assert [name for _, name in links] == ["Overview", "Traces", "Findings", "Policies", "Violations", "SLOs", "Alerts",
-                                           "Alert rules", "Silences", "Channels", "Pipeline", "Ingest keys", "Members",
+                                           "Alert rules", "Silences", "Channels", "Rollouts", "Pipeline", "Ingest keys",
+                                           "Members",
                                            "Audit log"]
     assert ("/p/acme/findings/", "Findings") in links
     assert {tail for tail, nav in navigations.items() if nav != navigations["traces/"]} == set()
