@@ -46,7 +46,7 @@ def celery_process(tmp_path, *args: str):
     second and the pipeline taking traces at once."""
     env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict), "PYTHONPATH": ROOT,
            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "ROLLOUT_TICK_SECONDS": "1", "TRACE_QUIET_SECONDS": "0",
-           "SLI_ROLLUP_INTERVAL_SECONDS": "3600", "ALERT_EVAL_INTERVAL_SECONDS": "3600",
+           "ALERT_EVAL_INTERVAL_SECONDS": "3600",
            "CAUSEWAY_DATA_DIR": str(settings.DATA_DIR), "DEBUG": "true"}
     name = args[0]
     log = open(tmp_path / f"{name}.log", "w")
