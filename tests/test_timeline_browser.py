@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 
 from bench.timeline_probe import make_trace
 from tests.conftest import log_in
+from tests.test_finding_page import SCREENSHOTS
 from tests.test_timeline import TRACE, hand_trace, store_finding
 from traces.ingest import spans_store
 
@@ -184,6 +185,32 @@ def test_the_key_history_page_draws_accesses(transactional_db, live_server, page
     assert sorted(labels) == ["r v4", "w v4←3", "w v5←3"]
     assert _chart_trace_points(page, "finding") == 4
     page.screenshot(path="/tmp/key-history.png")
+
+
+@pytest.mark.parametrize("width", [1400, 900], ids=["desktop", "narrow"])
+def test_the_key_history_table_sits_beside_the_chart_or_under_it_on_a_narrow_window(
+        transactional_db, live_server, page, acme, bob, width):
+    spans = hand_trace()
+    spans_store(project_id=acme.pk, spans=spans)
+    store_finding(acme, spans)
+    page.set_viewport_size({"width": width, "height": 900})
+    log_in(page, live_server, "bob")
+    page.goto(f"{live_server.url}/p/acme/state/order/42/?last=30d&since=2025-01-01T00:00")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    chart = page.locator("#tl-chart").bounding_box()
+    table = page.locator("#kh-table").bounding_box()
+    assert page.locator("#kh-table tbody tr").count() == 3
+    if width == 1400:
+        # side by side: the table starts right of the chart, at the chart's height, in the window
+        assert table["x"] >= chart["x"] + chart["width"], (chart, table)
+        assert table["y"] < chart["y"] + chart["height"], (chart, table)
+        assert table["x"] + table["width"] <= width
+        expect(page.locator("#kh-table")).to_be_in_viewport()
+    else:
+        assert table["y"] >= chart["y"] + chart["height"], (chart, table)
+        assert table["width"] <= width
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"key-history-table-{width}.png"), full_page=True)
 
 
 def test_a_50k_span_trace_still_opens(transactional_db, live_server, page, acme, alice):
