@@ -147,6 +147,64 @@ def test_clicking_a_bar_shows_its_attributes_events_and_links(transactional_db, 
     assert page.locator("#tl-panel >> text=Expand subtree").is_visible()
 
 
+def _fold_toggle_point(page, span_id: str) -> dict:
+    """Where a span's fold caret is drawn, in page pixels, and its marker symbol."""
+    return page.evaluate(
+        """id => {
+            const gd = document.getElementById('tl-chart');
+            const data = JSON.parse(document.getElementById('timeline-data').textContent);
+            const i = data.spans.id.indexOf(id);
+            const t = gd.data.find(t => t.name === 'fold toggles');
+            const k = t.customdata.indexOf(i);
+            const fl = gd._fullLayout, rect = gd.getBoundingClientRect();
+            return {x: rect.left + fl._size.l + fl.xaxis.l2p(t.x[k]), y: rect.top + fl._size.t + fl.yaxis.l2p(t.y[k]),
+                    symbol: t.marker.symbol[k]};
+        }""", span_id)
+
+
+def _drawn_span_names(page) -> list[str]:
+    return page.evaluate(
+        """() => {
+            const gd = document.getElementById('tl-chart');
+            const data = JSON.parse(document.getElementById('timeline-data').textContent);
+            return gd.data.find(t => t.name === 'handles').customdata.filter(i => i >= 0).map(i => data.spans.name[i]);
+        }""")
+
+
+def test_a_span_folds_and_unfolds_its_children_from_the_caret_on_its_bar(transactional_db, live_server, page, acme,
+                                                                         alice):
+    spans = hand_trace()
+    spans_store(project_id=acme.pk, spans=spans)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    log_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/p/acme/traces/{TRACE}/")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    assert "consume handoff" in _drawn_span_names(page) and "read order" in _drawn_span_names(page)
+    caret = _fold_toggle_point(page, "a000000000000007")  # "pay": three spans under it in the payer's lane
+    assert caret["symbol"] == "triangle-down"
+    assert 0 <= caret["x"] <= 1400 and 0 <= caret["y"] <= 900  # on screen
+    page.mouse.move(caret["x"], caret["y"])
+    page.mouse.click(caret["x"], caret["y"])
+    page.wait_for_function(
+        "() => document.getElementById('tl-chart').data.find(t => t.name === 'handles').x.length === 7")
+    drawn = _drawn_span_names(page)
+    assert "pay" in drawn and "consume handoff" not in drawn and "read order" not in drawn
+    assert drawn.count("write order") == 1  # the booker's; the payer's is folded away
+    # the folded bar says how many it hides, on screen
+    expect(page.locator("#tl-chart text", has_text="pay · 3 hidden")).to_be_in_viewport()
+    assert _fold_toggle_point(page, "a000000000000007")["symbol"] == "triangle-right"
+    assert page.locator("#tl-panel").is_hidden()  # the caret folds; it does not open the span
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "timeline-folded.png"))
+
+    caret = _fold_toggle_point(page, "a000000000000007")
+    page.mouse.click(caret["x"], caret["y"])
+    page.wait_for_function(
+        "() => document.getElementById('tl-chart').data.find(t => t.name === 'handles').x.length === 10")
+    assert "consume handoff" in _drawn_span_names(page)
+    assert page.locator("#tl-chart text", has_text="hidden").count() == 0
+
+
 @pytest.mark.parametrize("width", [1400, 900], ids=["beside the chart", "below the chart"])
 def test_clicking_a_bar_shows_its_detail_where_the_user_is_looking(transactional_db, live_server, page, acme, alice,
                                                                     width):
