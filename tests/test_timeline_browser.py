@@ -205,6 +205,56 @@ def test_a_span_folds_and_unfolds_its_children_from_the_caret_on_its_bar(transac
     assert page.locator("#tl-chart text", has_text="hidden").count() == 0
 
 
+def _evidence_arrows(page) -> list[str]:
+    """The hover kinds of the chart's arrows drawn as a finding's evidence (path or late edges)."""
+    return page.evaluate(
+        """() => (document.getElementById('tl-chart').layout.annotations || [])
+                   .filter(a => a.hovertext === 'evidence' || a.hovertext === 'late').map(a => a.hovertext)""")
+
+
+def test_clicking_a_finding_draws_its_evidence_and_links_to_the_other_traces_side(
+        transactional_db, live_server, page, acme, alice):
+    spans = hand_trace()
+    other = hand_trace(trace_id="b" * 32, prefix="b")
+    spans_store(project_id=acme.pk, spans=spans + other)
+    ordered = store_finding(acme, spans)  # the payer's write is ordered after the booker's, via the planner
+    across = store_finding(acme, spans + other, key="order/43", span_ids=("a000000000000004", "b000000000000008"),
+                           detail="two writes of order/43 based on version 3, in two traces")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    log_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/p/acme/traces/{TRACE}/")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    plain_arrows = page.locator("#tl-chart .annotation").count()
+    assert _evidence_arrows(page) == []
+
+    page.click(f".tl-finding[data-finding='{ordered.pk}']")
+    # the happens-before path, edge by edge: write order -> book -> call booker -> call payer -> pay -> write order
+    page.wait_for_function("() => document.getElementById('tl-chart').layout.annotations"
+                           ".filter(a => a.hovertext === 'evidence').length === 5")
+    assert page.locator("#tl-chart .annotation").count() == plain_arrows + 5  # drawn in the SVG, not just listed
+    red = page.evaluate("document.getElementById('tl-chart').layout.annotations"
+                        ".filter(a => a.hovertext === 'evidence').map(a => [a.arrowcolor, a.arrowwidth])")
+    assert all(_is_red(color) and width == 3 for color, width in red), red
+    note = page.locator("#tl-panel .tl-evidence")
+    expect(note).to_be_in_viewport()
+    expect(note).to_contain_text("5 happens-before steps")
+    expect(note).not_to_contain_text("other traces")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "timeline-finding-evidence.png"))
+
+    # a finding whose other side is on another trace: nothing to draw here, a link to both sides
+    page.click(f".tl-finding[data-finding='{across.pk}']")
+    expect(page.locator("#tl-panel .tl-evidence")).to_contain_text("1 of its spans on other traces")
+    page.wait_for_function("() => document.getElementById('tl-chart').layout.annotations"
+                           ".filter(a => a.hovertext === 'evidence').length === 0")
+    link = page.locator("#tl-panel .tl-evidence-elsewhere a")
+    expect(link).to_be_in_viewport()
+    assert link.get_attribute("href") == f"/p/acme/findings/{across.pk}/"
+    # closing the panel takes the evidence away
+    page.click("#tl-panel button[aria-label='close']")
+    page.wait_for_function("() => document.getElementById('tl-chart').layout.annotations.length === %d" % plain_arrows)
+
+
 @pytest.mark.parametrize("width", [1400, 900], ids=["beside the chart", "below the chart"])
 def test_clicking_a_bar_shows_its_detail_where_the_user_is_looking(transactional_db, live_server, page, acme, alice,
                                                                     width):

@@ -17,7 +17,9 @@ The timeline data (``timeline_build``) is sent once with the page as JSON:
 - ``edges``: ``[from, to, kind]`` span indexes of the causal edges that cross
   lanes (``analysis.causal_edges``: link, reads_from, lock, rpc).
 - ``critical``: span indexes of the critical path, root first.
-- ``findings``: the stored findings on these spans, each with its span indexes.
+- ``findings``: the stored findings on these spans, each with its span indexes, and when
+  given its ``evidence_edges`` (traces.explain) their ``evidence`` ``[from, to, kind]`` drawn
+  here and ``evidence_elsewhere``, the count with an end on another trace.
 
 ``figure_build`` turns that data and a view state (collapsed lanes, hidden
 subtrees, skew adjustment) into a Plotly figure; static/causeway/timeline.js
@@ -177,7 +179,14 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
                 cat[i] = OPEN_FINDING
             elif cat[i] != OPEN_FINDING:
                 cat[i] = ACKNOWLEDGED_FINDING
-        found.append({**f, "spans": idxs})
+        shown = {k: v for k, v in f.items() if k != "evidence_edges"}
+        if "evidence_edges" in f:
+            # The finding's evidence (traces.explain) where both ends are drawn here, as span indexes:
+            # the page draws it when the finding is clicked. What is elsewhere is counted, not drawn.
+            here = [[by_span_id[a], by_span_id[b], kind] for a, b, kind in f["evidence_edges"]
+                    if a in by_span_id and b in by_span_id]
+            shown |= {"evidence": here, "evidence_elsewhere": len(f["evidence_edges"]) - len(here)}
+        found.append({**shown, "spans": idxs})
 
     edges = []
     for a, b, kind in causal_edges(spans) if n > 1 and causal else ():

@@ -151,6 +151,10 @@
         (!collapsed.has(S.lane[a]) || !collapsed.has(S.lane[b]) || S.cat[a] || S.cat[b]) &&
         (state.allEdges || S.cat[a] >= 2 || S.cat[b] >= 2);
     });
+    // The clicked finding's evidence (traces.explain), wherever its ends are drawn.
+    selectedEvidence().forEach(function (e) {
+      if (!isNaN(ypos[e[0]]) && !isNaN(ypos[e[1]])) drawn.push(e);
+    });
     var plain = drawn.filter(function (e) { return PLAIN_EDGES[e[2]]; }).length;
     var ex = [], ey = [], headX = [], headY = [], annotations = [], gx = [], gy = [];
     drawn.forEach(function (e) {
@@ -387,6 +391,34 @@
 
   function countBelow(i) { return descendants(i).length; }
 
+  function selectedEvidence() {
+    if (state.finding === null) return [];
+    var f = data.findings.find(function (x) { return String(x.id) === String(state.finding); });
+    return (f && f.evidence) || [];
+  }
+
+  /* What the drawn evidence means, and where the rest of it is. */
+  function evidenceNote(f) {
+    var box = el("div", {class: "tl-evidence"}), ev = f.evidence || [];
+    var count = function (kind) { return ev.filter(function (e) { return e[2] === kind; }).length; };
+    var path = count("evidence"), gaps = count("no_path"), late = count("late");
+    var parts = [];
+    if (path) parts.push(path + " happens-before step" + (path > 1 ? "s" : "") + " (thick red arrows)");
+    if (gaps) parts.push(gaps + " pair" + (gaps > 1 ? "s" : "") + " with no path between them (dashed red)");
+    if (late) parts.push(late + " edge" + (late > 1 ? "s" : "") + " that came too late to order them (grey arrows)");
+    box.appendChild(el("p", null, parts.length ? "Evidence drawn on this trace: " + parts.join(", ") + "."
+                                               : "No evidence can be drawn on this trace alone."));
+    var away = (f.sides_elsewhere || 0) + (f.evidence_elsewhere || 0);
+    if (away && f.url) {
+      var p = el("p", {class: "tl-evidence-elsewhere"});
+      p.appendChild(document.createTextNode((f.sides_elsewhere ? f.sides_elsewhere + " of its spans" : "Part of its evidence") +
+                                            " on other traces: "));
+      p.appendChild(el("a", {href: f.url}, "the finding page draws both sides"));
+      box.appendChild(p);
+    }
+    return box;
+  }
+
   function markFinding(id) {
     state.finding = id;
     document.querySelectorAll(".tl-finding").forEach(function (node) {
@@ -409,6 +441,7 @@
     panel.appendChild(head);
     panel.appendChild(el("p", {class: "tl-detail"}, f.detail));
     panel.appendChild(el("p", {class: "muted"}, "agents: " + f.agents.join(", ") + " · " + f.status));
+    if (f.evidence) panel.appendChild(evidenceNote(f));
     if (f.url) {
       var page = el("p");
       page.appendChild(el("a", {href: f.url, class: "tl-finding-page"},
@@ -428,7 +461,8 @@
     redraw().then(function () {
       if (zoom && f.spans.length) {
         var lo = Infinity, hi = -Infinity;
-        f.spans.forEach(function (i) {
+        var shown = f.spans.concat.apply(f.spans, (f.evidence || []).map(function (e) { return [e[0], e[1]]; }));
+        shown.forEach(function (i) {
           var s = state.skew ? lanes[S.lane[i]].skew_ms : 0;
           lo = Math.min(lo, S.x0[i] - s); hi = Math.max(hi, S.x1[i] - s);
         });
