@@ -252,7 +252,7 @@ def test_clicking_a_finding_draws_its_evidence_and_links_to_the_other_traces_sid
     assert link.get_attribute("href") == f"/p/acme/findings/{across.pk}/"
     # closing the panel takes the evidence away
     page.click("#tl-panel button[aria-label='close']")
-    page.wait_for_function("() => document.getElementById('tl-chart').layout.annotations.length === %d" % plain_arrows)
+    page.wait_for_function(f"() => document.getElementById('tl-chart').layout.annotations.length === {plain_arrows}")
 
 
 @pytest.mark.parametrize("width", [1400, 900], ids=["beside the chart", "below the chart"])
