@@ -316,3 +316,26 @@ def test_plotly_js_is_served_from_the_package_with_long_caching(client):
     assert client.get("/assets/plotly.min.js", HTTP_IF_NONE_MATCH=response["ETag"]).status_code == 304
     plain = client.get("/assets/plotly.min.js")
     assert b"plotly" in plain.content[:2000].lower()
+
+
+def test_a_findings_evidence_is_sent_as_span_indexes_where_both_ends_are_on_the_trace():
+    from traces.explain import findings_evidence_edges
+
+    spans = hand_trace()
+    finding = {"id": 7, "kind": "lost_update", "span_ids": ["a000000000000004", "a000000000000008"],
+               "trace_ids": [TRACE], "status": "open"}
+    edges, elsewhere = findings_evidence_edges([finding], spans)[7]
+    assert elsewhere == 0 and all(kind == "evidence" for *_, kind in edges)
+    # one edge with an end on another trace: counted, not sent as an index
+    finding["evidence_edges"] = [*edges, ("a000000000000008", "b000000000000001", "late")]
+    data = timeline_build(spans, findings=[finding])
+    sent = data["findings"][0]
+    names = data["spans"]["name"]
+    assert [(names[a], names[b]) for a, b, _ in sent["evidence"]] == [
+        ("write order", "book"), ("book", "call booker"), ("call booker", "call payer"), ("call payer", "pay"),
+        ("pay", "write order")]
+    assert sent["evidence_elsewhere"] == 1
+    assert "evidence_edges" not in sent
+    # a page that gives no evidence (the finding page, the key history) sends none
+    without = {k: v for k, v in finding.items() if k != "evidence_edges"}
+    assert "evidence" not in timeline_build(spans, findings=[without])["findings"][0]

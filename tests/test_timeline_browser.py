@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 
 from bench.timeline_probe import make_trace
 from tests.conftest import log_in
+from tests.test_finding_page import SCREENSHOTS
 from tests.test_timeline import TRACE, hand_trace, store_finding
 from traces.ingest import spans_store
 
@@ -146,6 +147,114 @@ def test_clicking_a_bar_shows_its_attributes_events_and_links(transactional_db, 
     assert page.locator("#tl-panel >> text=Expand subtree").is_visible()
 
 
+def _fold_toggle_point(page, span_id: str) -> dict:
+    """Where a span's fold caret is drawn, in page pixels, and its marker symbol."""
+    return page.evaluate(
+        """id => {
+            const gd = document.getElementById('tl-chart');
+            const data = JSON.parse(document.getElementById('timeline-data').textContent);
+            const i = data.spans.id.indexOf(id);
+            const t = gd.data.find(t => t.name === 'fold toggles');
+            const k = t.customdata.indexOf(i);
+            const fl = gd._fullLayout, rect = gd.getBoundingClientRect();
+            return {x: rect.left + fl._size.l + fl.xaxis.l2p(t.x[k]), y: rect.top + fl._size.t + fl.yaxis.l2p(t.y[k]),
+                    symbol: t.marker.symbol[k]};
+        }""", span_id)
+
+
+def _drawn_span_names(page) -> list[str]:
+    return page.evaluate(
+        """() => {
+            const gd = document.getElementById('tl-chart');
+            const data = JSON.parse(document.getElementById('timeline-data').textContent);
+            return gd.data.find(t => t.name === 'handles').customdata.filter(i => i >= 0).map(i => data.spans.name[i]);
+        }""")
+
+
+def test_a_span_folds_and_unfolds_its_children_from_the_caret_on_its_bar(transactional_db, live_server, page, acme,
+                                                                         alice):
+    spans = hand_trace()
+    spans_store(project_id=acme.pk, spans=spans)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    log_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/p/acme/traces/{TRACE}/")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    assert "consume handoff" in _drawn_span_names(page) and "read order" in _drawn_span_names(page)
+    caret = _fold_toggle_point(page, "a000000000000007")  # "pay": three spans under it in the payer's lane
+    assert caret["symbol"] == "triangle-down"
+    assert 0 <= caret["x"] <= 1400 and 0 <= caret["y"] <= 900  # on screen
+    page.mouse.move(caret["x"], caret["y"])
+    page.mouse.click(caret["x"], caret["y"])
+    page.wait_for_function(
+        "() => document.getElementById('tl-chart').data.find(t => t.name === 'handles').x.length === 7")
+    drawn = _drawn_span_names(page)
+    assert "pay" in drawn and "consume handoff" not in drawn and "read order" not in drawn
+    assert drawn.count("write order") == 1  # the booker's; the payer's is folded away
+    # the folded bar says how many it hides, on screen
+    expect(page.locator("#tl-chart text", has_text="pay · 3 hidden")).to_be_in_viewport()
+    assert _fold_toggle_point(page, "a000000000000007")["symbol"] == "triangle-right"
+    assert page.locator("#tl-panel").is_hidden()  # the caret folds; it does not open the span
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "timeline-folded.png"))
+
+    caret = _fold_toggle_point(page, "a000000000000007")
+    page.mouse.click(caret["x"], caret["y"])
+    page.wait_for_function(
+        "() => document.getElementById('tl-chart').data.find(t => t.name === 'handles').x.length === 10")
+    assert "consume handoff" in _drawn_span_names(page)
+    assert page.locator("#tl-chart text", has_text="hidden").count() == 0
+
+
+def _evidence_arrows(page) -> list[str]:
+    """The hover kinds of the chart's arrows drawn as a finding's evidence (path or late edges)."""
+    return page.evaluate(
+        """() => (document.getElementById('tl-chart').layout.annotations || [])
+                   .filter(a => a.hovertext === 'evidence' || a.hovertext === 'late').map(a => a.hovertext)""")
+
+
+def test_clicking_a_finding_draws_its_evidence_and_links_to_the_other_traces_side(
+        transactional_db, live_server, page, acme, alice):
+    spans = hand_trace()
+    other = hand_trace(trace_id="b" * 32, prefix="b")
+    spans_store(project_id=acme.pk, spans=spans + other)
+    ordered = store_finding(acme, spans)  # the payer's write is ordered after the booker's, via the planner
+    across = store_finding(acme, spans + other, key="order/43", span_ids=("a000000000000004", "b000000000000008"),
+                           detail="two writes of order/43 based on version 3, in two traces")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    log_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/p/acme/traces/{TRACE}/")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    plain_arrows = page.locator("#tl-chart .annotation").count()
+    assert _evidence_arrows(page) == []
+
+    page.click(f".tl-finding[data-finding='{ordered.pk}']")
+    # the happens-before path, edge by edge: write order -> book -> call booker -> call payer -> pay -> write order
+    page.wait_for_function("() => document.getElementById('tl-chart').layout.annotations"
+                           ".filter(a => a.hovertext === 'evidence').length === 5")
+    assert page.locator("#tl-chart .annotation").count() == plain_arrows + 5  # drawn in the SVG, not just listed
+    red = page.evaluate("document.getElementById('tl-chart').layout.annotations"
+                        ".filter(a => a.hovertext === 'evidence').map(a => [a.arrowcolor, a.arrowwidth])")
+    assert all(_is_red(color) and width == 3 for color, width in red), red
+    note = page.locator("#tl-panel .tl-evidence")
+    expect(note).to_be_in_viewport()
+    expect(note).to_contain_text("5 happens-before steps")
+    expect(note).not_to_contain_text("other traces")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "timeline-finding-evidence.png"))
+
+    # a finding whose other side is on another trace: nothing to draw here, a link to both sides
+    page.click(f".tl-finding[data-finding='{across.pk}']")
+    expect(page.locator("#tl-panel .tl-evidence")).to_contain_text("1 of its spans on other traces")
+    page.wait_for_function("() => document.getElementById('tl-chart').layout.annotations"
+                           ".filter(a => a.hovertext === 'evidence').length === 0")
+    link = page.locator("#tl-panel .tl-evidence-elsewhere a")
+    expect(link).to_be_in_viewport()
+    assert link.get_attribute("href") == f"/p/acme/findings/{across.pk}/"
+    # closing the panel takes the evidence away
+    page.click("#tl-panel button[aria-label='close']")
+    page.wait_for_function(f"() => document.getElementById('tl-chart').layout.annotations.length === {plain_arrows}")
+
+
 @pytest.mark.parametrize("width", [1400, 900], ids=["beside the chart", "below the chart"])
 def test_clicking_a_bar_shows_its_detail_where_the_user_is_looking(transactional_db, live_server, page, acme, alice,
                                                                     width):
@@ -184,6 +293,32 @@ def test_the_key_history_page_draws_accesses(transactional_db, live_server, page
     assert sorted(labels) == ["r v4", "w v4←3", "w v5←3"]
     assert _chart_trace_points(page, "finding") == 4
     page.screenshot(path="/tmp/key-history.png")
+
+
+@pytest.mark.parametrize("width", [1400, 900], ids=["desktop", "narrow"])
+def test_the_key_history_table_sits_beside_the_chart_or_under_it_on_a_narrow_window(
+        transactional_db, live_server, page, acme, bob, width):
+    spans = hand_trace()
+    spans_store(project_id=acme.pk, spans=spans)
+    store_finding(acme, spans)
+    page.set_viewport_size({"width": width, "height": 900})
+    log_in(page, live_server, "bob")
+    page.goto(f"{live_server.url}/p/acme/state/order/42/?last=30d&since=2025-01-01T00:00")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    chart = page.locator("#tl-chart").bounding_box()
+    table = page.locator("#kh-table").bounding_box()
+    assert page.locator("#kh-table tbody tr").count() == 3
+    if width == 1400:
+        # side by side: the table starts right of the chart, at the chart's height, in the window
+        assert table["x"] >= chart["x"] + chart["width"], (chart, table)
+        assert table["y"] < chart["y"] + chart["height"], (chart, table)
+        assert table["x"] + table["width"] <= width
+        expect(page.locator("#kh-table")).to_be_in_viewport()
+    else:
+        assert table["y"] >= chart["y"] + chart["height"], (chart, table)
+        assert table["width"] <= width
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"key-history-table-{width}.png"), full_page=True)
 
 
 def test_a_50k_span_trace_still_opens(transactional_db, live_server, page, acme, alice):

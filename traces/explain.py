@@ -80,18 +80,23 @@ class Explanation:
     def evidence_edges(self) -> list[tuple[str, str, str]]:
         """(from span id, to span id, kind) to draw: "evidence" for path steps, "no_path" between
         the two sides of a concurrent pair, "late" for the edges that came too late."""
-        edges: list[tuple[str, str, str]] = []
-        for ev in self.evidence:
-            for step in ev.path:
-                if step.src.span_id != step.dst.span_id:
-                    edges.append((step.src.span_id, step.dst.span_id, "evidence"))
-            if not ev.ordered:
-                edges.append((ev.first.span_id, ev.second.span_id, "no_path"))
-                for _, steps in ev.near:
-                    for step in steps:
-                        if step.src.span_id != step.dst.span_id:
-                            edges.append((step.src.span_id, step.dst.span_id, "late"))
-        return list(dict.fromkeys(edges))
+        return edges_of(self.evidence)
+
+
+def edges_of(evidence: Iterable[PairEvidence]) -> list[tuple[str, str, str]]:
+    """Explanation.evidence_edges for any list of pair evidence."""
+    edges: list[tuple[str, str, str]] = []
+    for ev in evidence:
+        for step in ev.path:
+            if step.src.span_id != step.dst.span_id:
+                edges.append((step.src.span_id, step.dst.span_id, "evidence"))
+        if not ev.ordered:
+            edges.append((ev.first.span_id, ev.second.span_id, "no_path"))
+            for _, steps in ev.near:
+                for step in steps:
+                    if step.src.span_id != step.dst.span_id:
+                        edges.append((step.src.span_id, step.dst.span_id, "late"))
+    return list(dict.fromkeys(edges))
 
 
 def name_of(s: SpanRecord) -> str:
@@ -379,32 +384,62 @@ def explain(*, kind: str, key: str, span_ids: Sequence[str], trace_ids: Sequence
             spans: Iterable[SpanRecord]) -> Explanation:
     """Explain one finding over the spans around it (see the module docstring for which)."""
     hb = HappensBefore(spans)
-    traces = set(trace_ids)
-    idxs, missing = [], []
-    for span_id in span_ids:
-        i = next((hb.index[(t, span_id)] for t in traces if (t, span_id) in hb.index), hb.by_span_id.get(span_id, -1))
-        (idxs.append(i) if i >= 0 else missing.append(span_id))
+    idxs, missing = _locate(hb, span_ids, trace_ids)
     recs = hb.recs
     sides = [recs[i] for i in idxs]
     headline, what, why, fixes = _TEXTS.get(kind, ("{kind}", "{detail}", "", []))
     words = _words(kind, key, sides, missing, detail, hb, idxs)
     ex = Explanation(kind=kind, key=key, sides=sides, missing=missing, headline=headline.format(**words),
                      what=what.format(**words), why=why, fixes=list(fixes), docs_anchor=ANCHORS.get(kind, ""))
-    if kind == "causality_violation" and len(idxs) == 2:
-        ex.evidence = [_cause_evidence(recs[idxs[0]], recs[idxs[1]])]
-    elif kind == "duplicate_side_effect" and len(idxs) >= 2:
-        evidence = [pair_evidence(hb, a, b) for a, b in _consecutive(recs, idxs)]
-        # An ordered pair is the plainest proof (the later one could have checked); then the rest.
-        ex.evidence = sorted(evidence, key=lambda ev: not ev.ordered)[:3]
-    elif kind == "stale_read" and len(idxs) == 2:  # (read, newest write): the write's path to the read
-        ex.evidence = [pair_evidence(hb, idxs[1], idxs[0])]
-    elif len(idxs) >= 2:
-        ex.evidence = [pair_evidence(hb, idxs[0], idxs[1])]
+    ex.evidence = _evidence(hb, kind, idxs)
     if key and kind in ("lost_update", "write_race", "stale_read"):
         ex.versions = version_chain(recs, key, sides)
     ex.facts = _facts(kind, sides, hb, idxs)
     ex.slice = causal_slice(hb, idxs, ex.evidence, key)
     return ex
+
+
+def _locate(hb: HappensBefore, span_ids: Sequence[str], trace_ids: Sequence[str]) -> tuple[list[int], list[str]]:
+    """(indexes of the finding's spans among hb's, the span ids not among them)."""
+    traces = set(trace_ids)
+    idxs, missing = [], []
+    for span_id in span_ids:
+        i = next((hb.index[(t, span_id)] for t in traces if (t, span_id) in hb.index), hb.by_span_id.get(span_id, -1))
+        (idxs.append(i) if i >= 0 else missing.append(span_id))
+    return idxs, missing
+
+
+def _evidence(hb: HappensBefore, kind: str, idxs: list[int]) -> list[PairEvidence]:
+    """The pairs that show a finding of this kind: ordered with their path, or concurrent."""
+    recs = hb.recs
+    if kind == "causality_violation" and len(idxs) == 2:
+        return [_cause_evidence(recs[idxs[0]], recs[idxs[1]])]
+    if kind == "duplicate_side_effect" and len(idxs) >= 2:
+        evidence = [pair_evidence(hb, a, b) for a, b in _consecutive(recs, idxs)]
+        # An ordered pair is the plainest proof (the later one could have checked); then the rest.
+        return sorted(evidence, key=lambda ev: not ev.ordered)[:3]
+    if kind == "stale_read" and len(idxs) == 2:  # (read, newest write): the write's path to the read
+        return [pair_evidence(hb, idxs[1], idxs[0])]
+    if len(idxs) >= 2:
+        return [pair_evidence(hb, idxs[0], idxs[1])]
+    return []
+
+
+def findings_evidence_edges(findings: Sequence[dict], spans: Iterable[SpanRecord],
+                            limit: int = 100) -> dict[object, tuple[list[tuple[str, str, str]], int]]:
+    """{finding id: (its evidence edges over these spans, as Explanation.evidence_edges; how many
+    of its spans are not among them)} for the first `limit` findings (dicts with id, kind,
+    span_ids, trace_ids). One happens-before graph serves them all: the trace page draws a
+    finding's evidence from the spans it already holds. A pair with a side on another trace
+    cannot be shown here; the finding page loads both traces for it."""
+    if not findings:  # most traces: the graph (half a second for 10,000 spans) is not built
+        return {}
+    hb = HappensBefore(spans)
+    out = {}
+    for f in findings[:limit]:
+        idxs, missing = _locate(hb, f["span_ids"], f["trace_ids"])
+        out[f["id"]] = (edges_of(_evidence(hb, f["kind"], idxs)), len(missing))
+    return out
 
 
 def _cause_evidence(child: SpanRecord, cause: SpanRecord) -> PairEvidence:

@@ -17,7 +17,9 @@ The timeline data (``timeline_build``) is sent once with the page as JSON:
 - ``edges``: ``[from, to, kind]`` span indexes of the causal edges that cross
   lanes (``analysis.causal_edges``: link, reads_from, lock, rpc).
 - ``critical``: span indexes of the critical path, root first.
-- ``findings``: the stored findings on these spans, each with its span indexes.
+- ``findings``: the stored findings on these spans, each with its span indexes, and when
+  given its ``evidence_edges`` (traces.explain) their ``evidence`` ``[from, to, kind]`` drawn
+  here and ``evidence_elsewhere``, the count with an end on another trace.
 
 ``figure_build`` turns that data and a view state (collapsed lanes, hidden
 subtrees, skew adjustment) into a Plotly figure; static/causeway/timeline.js
@@ -65,6 +67,7 @@ CRITICAL_COLOR = "#f59e0b"
 OPEN_FINDING, ACKNOWLEDGED_FINDING = 2, 3
 FINDING_CATEGORIES = (OPEN_FINDING, ACKNOWLEDGED_FINDING)
 SUMMARY_COLOR = "#94a3b8"
+OPEN_SYMBOL, FOLDED_SYMBOL, FOLD_SIZE = "triangle-down", "triangle-right", 11  # a bar's fold caret
 
 
 def plotly_text(value: str) -> str:
@@ -176,7 +179,14 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
                 cat[i] = OPEN_FINDING
             elif cat[i] != OPEN_FINDING:
                 cat[i] = ACKNOWLEDGED_FINDING
-        found.append({**f, "spans": idxs})
+        shown = {k: v for k, v in f.items() if k != "evidence_edges"}
+        if "evidence_edges" in f:
+            # The finding's evidence (traces.explain) where both ends are drawn here, as span indexes:
+            # the page draws it when the finding is clicked. What is elsewhere is counted, not drawn.
+            here = [[by_span_id[a], by_span_id[b], kind] for a, b, kind in f["evidence_edges"]
+                    if a in by_span_id and b in by_span_id]
+            shown |= {"evidence": here, "evidence_elsewhere": len(f["evidence_edges"]) - len(here)}
+        found.append({**shown, "spans": idxs})
 
     edges = []
     for a, b, kind in causal_edges(spans) if n > 1 and causal else ():
@@ -250,23 +260,33 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
     }
 
 
-def _hidden_by_subtree(parent: list[int], collapsed_spans: Iterable[int]) -> set[int]:
-    """Descendants of the collapsed spans (the spans themselves stay visible)."""
-    roots = set(collapsed_spans)
-    if not roots:
-        return set()
+def lane_children(parent: list[int], lane: list[int]) -> dict[int, list[int]]:
+    """Each span's children in its own lane: the tree a lane folds, as Jaeger's waterfall does.
+    A child in another lane (an RPC's server side) is that lane's root, not folded with it."""
     children: dict[int, list[int]] = {}
     for i, p in enumerate(parent):
-        if p >= 0:
+        if p >= 0 and lane[p] == lane[i]:
             children.setdefault(p, []).append(i)
+    return children
+
+
+def _hidden_by_subtree(children: dict[int, list[int]],
+                       collapsed_spans: Iterable[int]) -> tuple[set[int], dict[int, int]]:
+    """(the spans not drawn, {folded span: how many of its descendants in its lane it hides}).
+    The folded spans themselves stay visible, unless folded away under another."""
     hidden: set[int] = set()
-    todo = [c for r in roots for c in children.get(r, ())]
-    while todo:
-        i = todo.pop()
-        if i not in hidden:
-            hidden.add(i)
-            todo.extend(children.get(i, ()))
-    return hidden
+    counts: dict[int, int] = {}
+    for root in collapsed_spans:
+        below: set[int] = set()  # a set, so a corrupt parent cycle ends the walk
+        todo = list(children.get(root, ()))
+        while todo:
+            i = todo.pop()
+            if i not in below and i != root:
+                below.add(i)
+                todo.extend(children.get(i, ()))
+        counts[root] = len(below)
+        hidden |= below
+    return hidden, counts
 
 
 def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, collapsed_spans: Iterable[int] = (),
@@ -282,7 +302,8 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
         collapsed = set(range(len(lanes))) if data["collapsed"] else set()
     else:
         collapsed = set(collapsed_lanes)
-    hidden = _hidden_by_subtree(S["parent"], collapsed_spans)
+    children = lane_children(S["parent"], S["lane"])
+    hidden, folded = _hidden_by_subtree(children, collapsed_spans)
     base, y = [], 0.0
     for li, ln in enumerate(lanes):
         base.append(y)
@@ -375,7 +396,20 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
             if S["label"][i] and (li not in collapsed or cat[i]) and (everything or cat[i]):
                 labels_x.append(x0[i] - shift[li])
                 labels_y.append(yy - 0.32)
-                labels_t.append(plotly_text(S["label"][i]))
+                label = plotly_text(S["label"][i])
+                labels_t.append(f"{label} · {folded[i]} hidden" if i in folded else label)
+
+    # A fold toggle at the start of each bar with children in its lane: ▾ open, ▸ folded.
+    fold_x, fold_y, fold_c, fold_t, fold_s = [], [], [], [], []
+    for i in children:
+        li = lane_col[i]
+        if i in ypos and li not in collapsed:
+            fold_x.append(x0[i] - shift[li])
+            fold_y.append(ypos[i])
+            fold_c.append(i)
+            fold_t.append(f"unfold: show {folded[i]} hidden spans" if i in folded else
+                          f"fold: hide the spans under {plotly_text(name[i])}")
+            fold_s.append(FOLDED_SYMBOL if i in folded else OPEN_SYMBOL)
 
     # The skeleton goes through graph_objects (validated); the long columns are filled in
     # afterwards, since validating 50,000-element lists costs more than everything else.
@@ -424,6 +458,10 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
     fig.add_trace(go.Scattergl(name="handles", mode="markers", showlegend=False,
                                marker={"size": max(6.0, width), "color": "#000000", "opacity": 0},
                                hovertemplate="%{text}<extra></extra>"))
+    # Over the handles, so a click on a caret folds rather than selects.
+    fig.add_trace(go.Scattergl(name="fold toggles", mode="markers", showlegend=False,
+                               marker={"size": FOLD_SIZE, "color": "#1e293b", "line": {"color": "#ffffff", "width": 1}},
+                               hovertemplate="%{text}<extra></extra>"))
     out = fig.to_plotly_json()
     columns = [
         {"x": sx, "y": sy},
@@ -434,9 +472,13 @@ def figure_build(data: dict, *, collapsed_lanes: Iterable[int] | None = None, co
         {"x": gap_x, "y": gap_y},
         {"x": labels_x, "y": labels_y, "text": labels_t},
         {"x": hx, "y": hy, "customdata": hc, "text": ht},
+        {"x": fold_x, "y": fold_y, "customdata": fold_c, "text": fold_t, "marker": {"symbol": fold_s}},
     ]
     for trace, cols in zip(out["data"], columns):
+        marker = cols.pop("marker", None)
         trace.update(cols)
+        if marker:
+            trace["marker"].update(marker)
     out["layout"]["annotations"] = annotations
     out["layout"]["template"] = _white_template()
     return out

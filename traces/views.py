@@ -17,7 +17,7 @@ from governance.services import client_address
 from governance.views import page_action, page_allows, page_object, page_project
 from policies.selectors import violations_search
 from traces.analysis import KINDS
-from traces.explain import DOCS_PAGE, explain, name_of, step_text
+from traces.explain import DOCS_PAGE, explain, findings_evidence_edges, name_of, step_text
 from traces.models import Finding
 from traces.selectors import (
     LAST_CHOICES,
@@ -88,6 +88,9 @@ def trace_timeline_data(*, project, trace_id: str, with_figure: bool = True, ske
         return None, None
     records = span_records_of_trace(project=project, trace_id=trace.trace_id)
     findings = [finding_dict(f, project.slug) for f in findings_of_trace(project=project, trace_id=trace.trace_id)]
+    evidence = findings_evidence_edges(findings, records)
+    for f in findings:
+        f["evidence_edges"], f["sides_elsewhere"] = evidence.get(f["id"], ((), 0))
     # Policy violations are marked like findings, as check_traces lists them beside findings.
     findings += [violation_dict(v, project.slug) for v in violations_search(project=project, trace_id=trace.trace_id)[:500]]
     data = timeline_build(records, mode="trace", title=trace.root_name or trace.trace_id, findings=findings)

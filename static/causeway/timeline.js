@@ -44,29 +44,43 @@
   });
   var criticalSet = new Set(data.critical);
   var children = null;
+  /* Each span's children in its own lane: the tree a lane folds (lane_children() in Python). */
   function kids() {
     if (!children) {
       children = {};
       for (var i = 0; i < n; i++) {
         var p = S.parent[i];
-        if (p >= 0) (children[p] = children[p] || []).push(i);
+        if (p >= 0 && S.lane[p] === S.lane[i]) (children[p] = children[p] || []).push(i);
       }
     }
     return children;
   }
 
+  /* The spans not drawn, and how many each folded span hides (_hidden_by_subtree() in Python). */
   function hiddenSpans() {
-    var hidden = new Set();
-    if (!state.spans.size) return hidden;
-    var ch = kids(), todo = [];
-    state.spans.forEach(function (r) { (ch[r] || []).forEach(function (c) { todo.push(c); }); });
+    var hidden = new Set(), counts = {};
+    state.spans.forEach(function (r) {
+      var below = descendants(r);
+      counts[r] = below.length;
+      below.forEach(function (i) { hidden.add(i); });
+    });
+    return {spans: hidden, counts: counts};
+  }
+
+  function descendants(root) {
+    var ch = kids(), seen = new Set(), todo = (ch[root] || []).slice();
     while (todo.length) {
       var i = todo.pop();
-      if (hidden.has(i)) continue;
-      hidden.add(i);
+      if (seen.has(i) || i === root) continue;
+      seen.add(i);
       (ch[i] || []).forEach(function (c) { todo.push(c); });
     }
-    return hidden;
+    return Array.from(seen);
+  }
+
+  function toggleFold(i) {
+    if (state.spans.has(i)) state.spans.delete(i); else state.spans.add(i);
+    return redraw();
   }
 
   /* Span text as Plotly must be given it to draw it as typed: plotly_text() in traces/timeline.py. */
@@ -90,7 +104,7 @@
     lanes.forEach(function (ln, li) { base.push(y); y += (collapsed.has(li) ? 1 : ln.rows) + LANE_GAP; });
     var total = Math.max(y - LANE_GAP, 1);
     var shift = lanes.map(function (ln) { return state.skew ? ln.skew_ms : 0; });
-    var hidden = hiddenSpans();
+    var folds = hiddenSpans(), hidden = folds.spans, folded = folds.counts;
     var segs = CAT_NAMES.map(function () { return [[], []]; });
     var hx = [], hy = [], hc = [], ht = [];
     var ypos = new Float64Array(n).fill(NaN);
@@ -137,6 +151,10 @@
         (!collapsed.has(S.lane[a]) || !collapsed.has(S.lane[b]) || S.cat[a] || S.cat[b]) &&
         (state.allEdges || S.cat[a] >= 2 || S.cat[b] >= 2);
     });
+    // The clicked finding's evidence (traces.explain), wherever its ends are drawn.
+    selectedEvidence().forEach(function (e) {
+      if (!isNaN(ypos[e[0]]) && !isNaN(ypos[e[1]])) drawn.push(e);
+    });
     var plain = drawn.filter(function (e) { return PLAIN_EDGES[e[2]]; }).length;
     var ex = [], ey = [], headX = [], headY = [], annotations = [], gx = [], gy = [];
     drawn.forEach(function (e) {
@@ -167,9 +185,19 @@
         var lj = S.lane[j];
         if (collapsed.has(lj) && !S.cat[j]) continue;
         if (!everything && !S.cat[j]) continue;
-        lx.push(S.x0[j] - shift[lj]); ly.push(ypos[j] - 0.32); lt.push(esc(S.label[j]));
+        lx.push(S.x0[j] - shift[lj]); ly.push(ypos[j] - 0.32);
+        lt.push(esc(S.label[j]) + (folded[j] !== undefined ? " · " + folded[j] + " hidden" : ""));
       }
     }
+    var fx = [], fy = [], fc = [], ft = [], fs = [], ch = kids();
+    Object.keys(ch).forEach(function (key) {
+      var i = Number(key), li = S.lane[i];
+      if (isNaN(ypos[i]) || collapsed.has(li)) return;
+      var isFolded = folded[i] !== undefined;
+      fx.push(S.x0[i] - shift[li]); fy.push(ypos[i]); fc.push(i);
+      ft.push(isFolded ? "unfold: show " + folded[i] + " hidden spans" : "fold: hide the spans under " + esc(S.name[i]));
+      fs.push(isFolded ? "triangle-right" : "triangle-down");
+    });
     var sel = {x: [], y: []};
     state.selected.forEach(function (i) {
       if (isNaN(ypos[i])) return;
@@ -191,6 +219,8 @@
     set("labels", {x: lx, y: ly, text: lt});
     set("handles", {x: hx, y: hy, customdata: hc, text: ht,
                     marker: Object.assign({}, fig.data[traceIndex.handles].marker, {size: Math.max(6, width)})});
+    set("fold toggles", {x: fx, y: fy, customdata: fc, text: ft,
+                         marker: Object.assign({}, fig.data[traceIndex["fold toggles"]].marker, {symbol: fs})});
     if (traceIndex.selected === undefined) {
       traceIndex.selected = fig.data.length;
       fig.data.push({type: "scattergl", name: "selected", mode: "markers", showlegend: false, hoverinfo: "skip",
@@ -342,8 +372,7 @@
     if ((kids()[i] || []).length) {
       var folded = state.spans.has(i);
       actions.appendChild(button(folded ? "Expand subtree" : "Collapse subtree (" + countBelow(i) + ")", function () {
-        if (state.spans.has(i)) state.spans.delete(i); else state.spans.add(i);
-        redraw(); selectSpan(i);
+        toggleFold(i); selectSpan(i);
       }));
     }
     var li = S.lane[i];
@@ -360,10 +389,34 @@
     redraw();
   }
 
-  function countBelow(i) {
-    var ch = kids(), todo = (ch[i] || []).slice(), count = 0;
-    while (todo.length) { var j = todo.pop(); count++; (ch[j] || []).forEach(function (c) { todo.push(c); }); }
-    return count;
+  function countBelow(i) { return descendants(i).length; }
+
+  function selectedEvidence() {
+    if (state.finding === null) return [];
+    var f = data.findings.find(function (x) { return String(x.id) === String(state.finding); });
+    return (f && f.evidence) || [];
+  }
+
+  /* What the drawn evidence means, and where the rest of it is. */
+  function evidenceNote(f) {
+    var box = el("div", {class: "tl-evidence"}), ev = f.evidence || [];
+    var count = function (kind) { return ev.filter(function (e) { return e[2] === kind; }).length; };
+    var path = count("evidence"), gaps = count("no_path"), late = count("late");
+    var parts = [];
+    if (path) parts.push(path + " happens-before step" + (path > 1 ? "s" : "") + " (thick red arrows)");
+    if (gaps) parts.push(gaps + " pair" + (gaps > 1 ? "s" : "") + " with no path between them (dashed red)");
+    if (late) parts.push(late + " edge" + (late > 1 ? "s" : "") + " that came too late to order them (grey arrows)");
+    box.appendChild(el("p", null, parts.length ? "Evidence drawn on this trace: " + parts.join(", ") + "."
+                                               : "No evidence can be drawn on this trace alone."));
+    var away = (f.sides_elsewhere || 0) + (f.evidence_elsewhere || 0);
+    if (away && f.url) {
+      var p = el("p", {class: "tl-evidence-elsewhere"});
+      p.appendChild(document.createTextNode((f.sides_elsewhere ? f.sides_elsewhere + " of its spans" : "Part of its evidence") +
+                                            " on other traces: "));
+      p.appendChild(el("a", {href: f.url}, "the finding page draws both sides"));
+      box.appendChild(p);
+    }
+    return box;
   }
 
   function markFinding(id) {
@@ -388,6 +441,7 @@
     panel.appendChild(head);
     panel.appendChild(el("p", {class: "tl-detail"}, f.detail));
     panel.appendChild(el("p", {class: "muted"}, "agents: " + f.agents.join(", ") + " · " + f.status));
+    if (f.evidence) panel.appendChild(evidenceNote(f));
     if (f.url) {
       var page = el("p");
       page.appendChild(el("a", {href: f.url, class: "tl-finding-page"},
@@ -407,7 +461,8 @@
     redraw().then(function () {
       if (zoom && f.spans.length) {
         var lo = Infinity, hi = -Infinity;
-        f.spans.forEach(function (i) {
+        var shown = f.spans.concat.apply(f.spans, (f.evidence || []).map(function (e) { return [e[0], e[1]]; }));
+        shown.forEach(function (i) {
           var s = state.skew ? lanes[S.lane[i]].skew_ms : 0;
           lo = Math.min(lo, S.x0[i] - s); hi = Math.max(hi, S.x1[i] - s);
         });
@@ -502,7 +557,10 @@
     chart.setAttribute("data-ready", "1");
     chart.on("plotly_relayout", filterTable);
     chart.on("plotly_click", function (ev) {
-      var p = (ev.points || []).find(function (pt) { return pt.data.name === "handles"; });
+      var points = ev.points || [];
+      var fold = points.find(function (pt) { return pt.data.name === "fold toggles"; });
+      if (fold) { toggleFold(fold.data.customdata[fold.pointNumber]); return; }
+      var p = points.find(function (pt) { return pt.data.name === "handles"; });
       if (!p) return;
       var c = p.data.customdata[p.pointNumber];
       if (c < 0) toggleLane(-1 - c); else selectSpan(c);
