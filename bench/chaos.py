@@ -193,6 +193,37 @@ class Redis:
             self.process.wait(10)
 
 
+class Worker:
+    """A Celery worker (prefork, concurrency 1, all queues) in a process group of its own, so that SIGKILL
+    takes the pool process running a task with the main process."""
+
+    def __init__(self, env: dict, directory: str):
+        self.env, self.directory = env, directory
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with open(os.path.join(self.directory, f"worker{self.starts}.log"), "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "governance", "worker", "--pool=prefork", "--concurrency=1",
+                 "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"chaos{self.starts}@%h"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def sigkill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
 def product_env(directory: str, database_url: str, broker_url: str | None) -> dict:
     env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "false", "HTTPS": "false", "SECRET_KEY": "chaos",
            "CAUSEWAY_DATA_DIR": directory, "LOG_LEVEL": "WARNING", "PYTHONPATH": ROOT}
@@ -374,20 +405,45 @@ def traces_analysed(database_url: str) -> tuple[int, int]:
         return conn.execute("SELECT count(*), count(analysed_at) FROM traces_trace").fetchone()
 
 
-def redis_restart(args, load: Load) -> dict:
-    directory = tempfile.mkdtemp(prefix="causeway-chaos-redis-")
+@contextmanager
+def pipeline_product(directory: str) -> Iterator[tuple[Redis, str, Web, Worker, str]]:
+    """(Redis, database URL, web, worker, ingest key): the whole product on services of its own."""
     redis = Redis(directory)
     redis.start()
     with ExitStack() as stack:
         stack.callback(redis.stop)
         database_url = stack.enter_context(own_postgres_database("causeway_chaos"))
         web, env, key = stack.enter_context(web_on(database_url, directory, redis.url))
-        stack.enter_context(celery_process(env, os.path.join(directory, "worker.log"), "worker", "--pool=prefork",
-                                           "--concurrency=1", "--loglevel=INFO", "--without-gossip",
-                                           "--without-mingle", "-n", "chaos@%h"))
+        worker = Worker(env, directory)
+        worker.start()
+        stack.callback(worker.stop)
         stack.enter_context(celery_process(env, os.path.join(directory, "beat.log"), "beat", "--loglevel=WARNING",
                                            "--schedule", os.path.join(directory, "celerybeat-schedule")))
+        yield redis, database_url, web, worker, key
+    say(f"  logs kept in {directory}")
 
+
+def wait_for_analysis(database_url: str, seconds: float) -> dict:
+    began = time.monotonic()
+    deadline = began + seconds
+    while True:
+        traces, analysed = traces_analysed(database_url)
+        if analysed == traces or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        findings, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT (project_id, fingerprint)) FROM traces_finding").fetchone()
+    return {"traces": traces, "traces_analysed": analysed, "analysis_waited_s": round(time.monotonic() - began),
+            "findings": findings,
+            "findings_duplicated": findings - distinct}
+
+
+def redis_restart(args, load: Load) -> dict:
+    directory = tempfile.mkdtemp(prefix="causeway-chaos-redis-")
+    with pipeline_product(directory) as (redis, database_url, web, _, key):
         def fault():
             redis.stop()
             say("  Redis stopped; starting it in 3 s")
@@ -397,14 +453,29 @@ def redis_restart(args, load: Load) -> dict:
 
         seconds = send_with_fault(web.url, key, load, fault)
         result = figures(database_url, key, load, seconds)
+        result.update(wait_for_analysis(database_url, args.drain))
+    return result
+
+
+def worker_sigkill(args, load: Load) -> dict:
+    """The load is sent whole; once the pipeline has analysed some traces but not all, the worker is
+    killed in the middle of its work and restarted 2 s later."""
+    directory = tempfile.mkdtemp(prefix="causeway-chaos-worker-")
+    with pipeline_product(directory) as (_, database_url, web, worker, key):
+        seconds = send_with_fault(web.url, key, load, lambda: None, at=0)
+        result = figures(database_url, key, load, seconds)
         deadline = time.monotonic() + args.drain
-        while True:
+        while time.monotonic() < deadline:
             traces, analysed = traces_analysed(database_url)
-            if analysed == traces or time.monotonic() > deadline:
+            if analysed:
                 break
-            time.sleep(2)
-        result.update(traces=traces, traces_analysed=analysed)
-    say(f"  logs kept in {directory}")
+            time.sleep(0.2)
+        worker.sigkill()
+        say(f"  worker killed with SIGKILL at {analysed} of {traces} traces analysed; restarting in 2 s")
+        time.sleep(2)
+        worker.start()
+        result.update(traces_analysed_at_kill=analysed)
+        result.update(wait_for_analysis(database_url, args.drain))
     return result
 
 
@@ -413,6 +484,7 @@ SCENARIOS = {
     "gunicorn-sigterm": lambda args, load: gunicorn_kill(args, load, "sigterm"),
     "database-restart": database_restart,
     "redis-restart": redis_restart,
+    "worker-sigkill": worker_sigkill,
 }
 
 
