@@ -457,21 +457,33 @@ def redis_restart(args, load: Load) -> dict:
     return result
 
 
+def analysis_running(database_url: str, seconds: float) -> tuple[int, int]:
+    """Waits until the pipeline's analysis stage holds a batch under lease (a worker is in the middle of
+    analysing it); returns (traces, traces analysed) at that moment."""
+    import psycopg
+
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT 1 FROM pipeline_stagebatch WHERE stage = 'analysis' AND state = 'running' "
+                            "LIMIT 1").fetchone():
+                break
+            time.sleep(0.02)
+        return conn.execute("SELECT count(*), count(analysed_at) FROM traces_trace").fetchone()
+
+
 def worker_sigkill(args, load: Load) -> dict:
-    """The load is sent whole; once the pipeline has analysed some traces but not all, the worker is
-    killed in the middle of its work and restarted 2 s later."""
+    """The load is sent whole; once a worker is in the middle of the analysis stage, it is killed
+    (main and pool process) and restarted 2 s later. The killed task's message is acknowledged late
+    and its batch's lease runs out, so the work is done again: once, by the new worker."""
     directory = tempfile.mkdtemp(prefix="causeway-chaos-worker-")
     with pipeline_product(directory) as (_, database_url, web, worker, key):
         seconds = send_with_fault(web.url, key, load, lambda: None, at=0)
         result = figures(database_url, key, load, seconds)
-        deadline = time.monotonic() + args.drain
-        while time.monotonic() < deadline:
-            traces, analysed = traces_analysed(database_url)
-            if analysed:
-                break
-            time.sleep(0.2)
+        traces, analysed = analysis_running(database_url, args.drain)
         worker.sigkill()
-        say(f"  worker killed with SIGKILL at {analysed} of {traces} traces analysed; restarting in 2 s")
+        say(f"  worker killed with SIGKILL during the analysis stage, {analysed} of {traces} traces analysed; "
+            "restarting in 2 s")
         time.sleep(2)
         worker.start()
         result.update(traces_analysed_at_kill=analysed)
