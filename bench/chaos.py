@@ -522,11 +522,11 @@ def main(argv=None) -> int:
     parser.add_argument("--spans", type=int, help="spans sent per scenario (default 100,000; 20,000 with --quick)")
     parser.add_argument("--quick", action="store_true", help="fewer spans and a shorter drain")
     parser.add_argument("--outage", type=float, default=7, help="seconds the database stays down")
-    parser.add_argument("--drain", type=float, help="seconds to wait for analysis after Redis' restart")
+    parser.add_argument("--drain", type=float, help="seconds to wait for the pipeline to analyse every trace (redis-restart, worker-sigkill)")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
     args.spans = args.spans or (20_000 if args.quick else 100_000)
-    args.drain = args.drain or (60 if args.quick else 120)
+    args.drain = args.drain or (90 if args.quick else 300)
     results = {}
     for name in args.only or SCENARIOS:
         load = build_load(args.spans, args.seed)
