@@ -1,0 +1,546 @@
+"""Chaos bench: faults against the real services under load, and what survived them.
+
+    .venv/bin/python bench/chaos.py                       # every scenario
+    .venv/bin/python bench/chaos.py --only database-restart --spans 50000
+    .venv/bin/python bench/chaos.py --quick               # fewer spans, shorter waits
+
+Run by hand, not by pytest (it takes minutes). Each scenario starts what it needs of its own and
+stops only that: a PostgreSQL database with a unique name on the local server (bench/databases.py,
+dropped at the end), or, where the database is restarted, a PostgreSQL server of its own (initdb into
+a temporary directory, pg_ctl on a free port, trust authentication: the shared server on 5432 is never
+restarted); gunicorn `governance.wsgi` on a free port in a process group of its own; where tasks run,
+a redis-server on a free port and Celery worker and beat (bench/pipeline.py's helpers).
+
+Load: bench/ingest.py's multi-agent OTLP/HTTP protobuf requests (500 spans each, random ids), posted by
+16 senders, each keeping one connection. A sender retries like the OpenTelemetry exporters do: on
+429/502/503/504 or a dropped connection, with exponential backoff from 1 s (jittered), honouring
+Retry-After, until 120 s have passed for that request. It records which requests were acknowledged (2xx).
+
+Scenarios:
+  gunicorn-sigkill   the web process group (master and workers) killed with SIGKILL at a third of the
+                     load, restarted on the same port 2 s later
+  gunicorn-sigterm   the gunicorn master sent SIGTERM (graceful stop) at a third of the load, restarted
+  database-restart   the scenario's own PostgreSQL server stopped (fast shutdown: open transactions
+                     aborted) at a third of the load, started again after --outage seconds (7)
+  redis-restart      the scenario's own Redis broker (no persistence) stopped at a third of the load and
+                     started again 3 s later, with a Celery worker and beat running; afterwards every
+                     trace must still be analysed (Trace.analysed_at), within --drain seconds
+
+Per scenario: spans sent, acknowledged, stored, lost (acknowledged but not stored: must be 0),
+duplicated (span rows beyond one per (trace_id, span_id), plus the traces' span_count beyond the rows
+stored: a retried request counted twice), stored without acknowledgement (a request that committed but
+whose answer the fault cut: the retry then stored nothing more), the HTTP statuses seen and how many
+503s carried Retry-After. In the gunicorn and database scenarios every tenth acknowledged request is
+then posted once more (an exporter retrying a request whose answer was lost) before counting, so
+"duplicated" also covers a replay of a request already stored. The last line is JSON: {"scenarios": {name: figures}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from bench.databases import own_postgres_database
+from bench.ingest import RETRYABLE, make_batches
+from bench.pipeline import celery_process, manage, say
+from tests.gunicorn import _wait_until_answering, free_port
+
+SPANS_PER_REQUEST = 500
+CONCURRENCY = 16
+RETRY_FOR_SECONDS = 120  # how long a sender keeps retrying one request
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+# --- services of a scenario's own, that it can kill and restart --------------------------------------------------------
+
+
+class Web:
+    """gunicorn governance.wsgi on a fixed port in a process group of its own, so that SIGKILL takes the
+    workers with the master, as a container kill or the OOM killer would."""
+
+    def __init__(self, env: dict, directory: str):
+        self.env, self.directory = env, directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log_path = Path(self.directory) / f"gunicorn{self.starts}.log"
+        with open(log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "gunicorn"), "governance.wsgi", "--bind", f"127.0.0.1:{self.port}",
+                 "--workers", "3", "--keep-alive", "30", "--timeout", "120"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_until_answering(self.process, self.port, log_path)
+
+    def sigkill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def sigterm(self) -> None:
+        self.process.send_signal(signal.SIGTERM)  # graceful: workers finish the request in hand
+        self.process.wait(60)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def as_postgres_user(command: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class PostgresServer:
+    """A PostgreSQL 15 server of this scenario's own: a cluster in a temporary directory on a free port."""
+
+    def __init__(self, directory: str):
+        self.directory = Path(directory) / "postgres"
+        self.data = self.directory / "data"
+        self.port = free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(as_postgres_user([str(PG_BIN / "pg_ctl"), "-D", str(self.data), *args]), check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def create(self) -> None:
+        self.directory.mkdir(parents=True)
+        if os.geteuid() == 0:
+            os.chmod(self.directory.parent, 0o755)
+            shutil.chown(self.directory, "postgres", "postgres")
+        subprocess.run(as_postgres_user([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+                                         "--auth=trust", "--no-instructions"]),
+                       check=True, stdout=subprocess.DEVNULL)
+        self.start()
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c max_connections=100"
+        self.pg_ctl("-o", options, "-l", str(self.directory / "server.log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self.pg_ctl("-m", mode, "-w", "stop")
+
+
+@contextmanager
+def own_postgres_server(directory: str) -> Iterator[PostgresServer]:
+    server = PostgresServer(directory)
+    server.create()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+class Redis:
+    """A redis-server of this scenario's own on a fixed free port, without persistence, restartable."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with http.client.socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+class Worker:
+    """A Celery worker (prefork, concurrency 1, all queues) in a process group of its own, so that SIGKILL
+    takes the pool process running a task with the main process."""
+
+    def __init__(self, env: dict, directory: str):
+        self.env, self.directory = env, directory
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with open(os.path.join(self.directory, f"worker{self.starts}.log"), "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "governance", "worker", "--pool=prefork", "--concurrency=1",
+                 "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"chaos{self.starts}@%h"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def sigkill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def product_env(directory: str, database_url: str, broker_url: str | None) -> dict:
+    env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "false", "HTTPS": "false", "SECRET_KEY": "chaos",
+           "CAUSEWAY_DATA_DIR": directory, "LOG_LEVEL": "WARNING", "PYTHONPATH": ROOT}
+    if broker_url:
+        env["CELERY_BROKER_URL"] = broker_url
+    return env
+
+
+# --- load ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    bodies: list[bytes]
+    spans: list[list[tuple[str, str]]]  # (trace_id, span_id) of each request's spans
+    acknowledged: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)
+    statuses: Counter = field(default_factory=Counter)
+    retry_after_503: int = 0
+    next: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> int | None:
+        with self.lock:
+            if self.next >= len(self.bodies):
+                return None
+            self.next += 1
+            return self.next - 1
+
+    def fraction_answered(self) -> float:
+        with self.lock:
+            return (len(self.acknowledged) + len(self.failed)) / len(self.bodies)
+
+
+def build_load(spans: int, seed: int) -> Load:
+    count = max(1, spans // SPANS_PER_REQUEST)
+    bodies, _, _ = make_batches(count, SPANS_PER_REQUEST, 4, seed)
+    ids = []
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        ids.append([(span.trace_id.hex(), span.span_id.hex()) for resource in request.resource_spans
+                    for scope in resource.scope_spans for span in scope.spans])
+    return Load(bodies, ids)
+
+
+def sender(url: urllib.parse.SplitResult, key: str, load: Load) -> None:
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {key}"}
+    while (index := load.take()) is not None:
+        give_up_at = time.monotonic() + RETRY_FOR_SECONDS
+        delay = 1.0
+        while True:
+            try:
+                conn.request("POST", "/v1/traces", body=load.bodies[index], headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status, retry_after = response.status, response.getheader("Retry-After")
+            except (OSError, http.client.HTTPException):
+                conn.close()  # reconnect on the next attempt
+                status, retry_after = 0, None
+            with load.lock:
+                load.statuses[status] += 1
+                load.retry_after_503 += status == 503 and retry_after is not None
+            if 200 <= status < 300:
+                with load.lock:
+                    load.acknowledged.add(index)
+                break
+            if status not in RETRYABLE and status != 0 or time.monotonic() > give_up_at:
+                with load.lock:
+                    load.failed.add(index)
+                break
+            wait = float(retry_after) if retry_after and retry_after.isdigit() else delay * random.uniform(0.8, 1.2)
+            time.sleep(wait)
+            delay = min(delay * 2, 16)
+    conn.close()
+
+
+def send_with_fault(url: str, key: str, load: Load, fault: Callable[[], None], at: float = 1 / 3) -> float:
+    """Sends the load from CONCURRENCY senders and runs `fault` once `at` of the requests are answered;
+    returns the seconds it all took."""
+    target = urllib.parse.urlsplit(url)
+    threads = [threading.Thread(target=sender, args=(target, key, load)) for _ in range(CONCURRENCY)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    while load.fraction_answered() < at and any(thread.is_alive() for thread in threads):
+        time.sleep(0.05)
+    say(f"  fault at {load.fraction_answered():.0%} of the requests answered")
+    fault()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - began
+
+
+def replay(url: str, key: str, load: Load) -> int:
+    """Posts every tenth acknowledged request once more, as an exporter does when a fault cut the answer to
+    a request that had committed; returns how many were replayed (each must store nothing new)."""
+    target = urllib.parse.urlsplit(url)
+    again = Load(load.bodies, load.spans)
+    again.bodies = [load.bodies[index] for index in sorted(load.acknowledged)[::10]]
+    sender(target, key, again)
+    if again.failed:
+        raise RuntimeError(f"replayed requests failed: {dict(again.statuses)}")
+    return len(again.bodies)
+
+
+# --- counting -----------------------------------------------------------------------------------------------------------
+
+
+def figures(database_url: str, key: str, load: Load, seconds: float) -> dict:
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        project = conn.execute("SELECT project_id FROM governance_ingestkey WHERE key_hash = %s",
+                               (hashlib.sha256(key.encode()).hexdigest(),)).fetchone()[0]
+        rows = conn.execute("SELECT trace_id, span_id FROM traces_span WHERE project_id = %s", (project,)).fetchall()
+        counted = conn.execute("SELECT COALESCE(sum(span_count), 0) FROM traces_trace WHERE project_id = %s",
+                               (project,)).fetchone()[0]
+    stored = set(rows)
+    acknowledged = {span for index in load.acknowledged for span in load.spans[index]}
+    sent = sum(len(ids) for ids in load.spans)
+    return {
+        "sent": sent,
+        "acknowledged": len(acknowledged),
+        "stored": len(stored),
+        "lost": len(acknowledged - stored),
+        "duplicated": len(rows) - len(stored),
+        "trace_span_count_excess": int(counted) - len(rows),
+        "stored_unacknowledged": len(stored - acknowledged),
+        "failed_requests": len(load.failed),
+        "statuses": {str(status): count for status, count in sorted(load.statuses.items())},
+        "503_with_retry_after": load.retry_after_503,
+        "seconds": round(seconds, 1),
+    }
+
+
+# --- scenarios ----------------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def web_on(database_url: str, directory: str, broker_url: str | None = None) -> Iterator[tuple[Web, dict, str]]:
+    env = product_env(directory, database_url, broker_url)
+    manage(env, "migrate", "-v0")
+    key = manage(env, "create_ingest_key", "chaos").strip()
+    web = Web(env, directory)
+    web.start()
+    try:
+        yield web, env, key
+    finally:
+        web.stop()
+
+
+def gunicorn_kill(args, load: Load, how: str) -> dict:
+    directory = tempfile.mkdtemp(prefix=f"causeway-chaos-gunicorn-{how}-")
+    with own_postgres_database("causeway_chaos") as database_url, web_on(database_url, directory) as (web, _, key):
+        def fault():
+            web.sigkill() if how == "sigkill" else web.sigterm()
+            say(f"  gunicorn stopped with {how.upper()}; restarting in 2 s")
+            time.sleep(2)
+            web.start()
+            say("  gunicorn answering again")
+
+        seconds = send_with_fault(web.url, key, load, fault)
+        replayed = replay(web.url, key, load)
+        result = figures(database_url, key, load, seconds) | {"replayed_requests": replayed}
+    shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
+def database_restart(args, load: Load) -> dict:
+    directory = tempfile.mkdtemp(prefix="causeway-chaos-database-")
+    with own_postgres_server(directory) as server, \
+            own_postgres_database("causeway_chaos", server.url) as database_url, \
+            web_on(database_url, directory) as (web, _, key):
+        def fault():
+            server.stop("fast")
+            say(f"  PostgreSQL stopped; starting it in {args.outage:.0f} s")
+            time.sleep(args.outage)
+            server.start()
+            say("  PostgreSQL started")
+
+        seconds = send_with_fault(web.url, key, load, fault)
+        replayed = replay(web.url, key, load)
+        result = figures(database_url, key, load, seconds) | {"replayed_requests": replayed}
+    shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
+def traces_analysed(database_url: str) -> tuple[int, int]:
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*), count(analysed_at) FROM traces_trace").fetchone()
+
+
+@contextmanager
+def pipeline_product(directory: str) -> Iterator[tuple[Redis, str, Web, Worker, str]]:
+    """(Redis, database URL, web, worker, ingest key): the whole product on services of its own."""
+    redis = Redis(directory)
+    redis.start()
+    with ExitStack() as stack:
+        stack.callback(redis.stop)
+        database_url = stack.enter_context(own_postgres_database("causeway_chaos"))
+        web, env, key = stack.enter_context(web_on(database_url, directory, redis.url))
+        worker = Worker(env, directory)
+        worker.start()
+        stack.callback(worker.stop)
+        stack.enter_context(celery_process(env, os.path.join(directory, "beat.log"), "beat", "--loglevel=WARNING",
+                                           "--schedule", os.path.join(directory, "celerybeat-schedule")))
+        yield redis, database_url, web, worker, key
+    say(f"  logs kept in {directory}")
+
+
+def wait_for_analysis(database_url: str, seconds: float) -> dict:
+    began = time.monotonic()
+    deadline = began + seconds
+    while True:
+        traces, analysed = traces_analysed(database_url)
+        if analysed == traces or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        findings, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT (project_id, fingerprint)) FROM traces_finding").fetchone()
+    return {"traces": traces, "traces_analysed": analysed, "analysis_waited_s": round(time.monotonic() - began),
+            "findings": findings,
+            "findings_duplicated": findings - distinct}
+
+
+def redis_restart(args, load: Load) -> dict:
+    directory = tempfile.mkdtemp(prefix="causeway-chaos-redis-")
+    with pipeline_product(directory) as (redis, database_url, web, _, key):
+        def fault():
+            redis.stop()
+            say("  Redis stopped; starting it in 3 s")
+            time.sleep(3)
+            redis.start()
+            say("  Redis started")
+
+        seconds = send_with_fault(web.url, key, load, fault)
+        result = figures(database_url, key, load, seconds)
+        result.update(wait_for_analysis(database_url, args.drain))
+    return result
+
+
+def analysis_running(database_url: str, seconds: float) -> tuple[int, int]:
+    """Waits until the pipeline's analysis stage holds a batch under lease (a worker is in the middle of
+    analysing it); returns (traces, traces analysed) at that moment."""
+    import psycopg
+
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT 1 FROM pipeline_stagebatch WHERE stage = 'analysis' AND state = 'running' "
+                            "LIMIT 1").fetchone():
+                break
+            time.sleep(0.02)
+        return conn.execute("SELECT count(*), count(analysed_at) FROM traces_trace").fetchone()
+
+
+def worker_sigkill(args, load: Load) -> dict:
+    """The load is sent whole; once a worker is in the middle of the analysis stage, it is killed
+    (main and pool process) and restarted 2 s later. The killed task's message is acknowledged late
+    and its batch's lease runs out, so the work is done again: once, by the new worker."""
+    directory = tempfile.mkdtemp(prefix="causeway-chaos-worker-")
+    with pipeline_product(directory) as (_, database_url, web, worker, key):
+        seconds = send_with_fault(web.url, key, load, lambda: None, at=0)
+        result = figures(database_url, key, load, seconds)
+        traces, analysed = analysis_running(database_url, args.drain)
+        worker.sigkill()
+        say(f"  worker killed with SIGKILL during the analysis stage, {analysed} of {traces} traces analysed; "
+            "restarting in 2 s")
+        time.sleep(2)
+        worker.start()
+        result.update(traces_analysed_at_kill=analysed)
+        result.update(wait_for_analysis(database_url, args.drain))
+    return result
+
+
+SCENARIOS = {
+    "gunicorn-sigkill": lambda args, load: gunicorn_kill(args, load, "sigkill"),
+    "gunicorn-sigterm": lambda args, load: gunicorn_kill(args, load, "sigterm"),
+    "database-restart": database_restart,
+    "redis-restart": redis_restart,
+    "worker-sigkill": worker_sigkill,
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="run this scenario (repeatable)")
+    parser.add_argument("--spans", type=int, help="spans sent per scenario (default 100,000; 20,000 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="fewer spans and a shorter drain")
+    parser.add_argument("--outage", type=float, default=7, help="seconds the database stays down")
+    parser.add_argument("--drain", type=float, help="seconds to wait for the pipeline to analyse every trace (redis-restart, worker-sigkill)")
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args(argv)
+    args.spans = args.spans or (20_000 if args.quick else 100_000)
+    args.drain = args.drain or (90 if args.quick else 300)
+    results = {}
+    for name in args.only or SCENARIOS:
+        load = build_load(args.spans, args.seed)
+        say(f"{name}: {len(load.bodies)} requests of {SPANS_PER_REQUEST} spans, {CONCURRENCY} senders; "
+            f"load average {os.getloadavg()[0]:.1f}")
+        results[name] = SCENARIOS[name](args, load)
+        say(f"  {json.dumps(results[name])}")
+    for name, result in results.items():
+        print(f"{name:18} sent {result['sent']:>8}  acknowledged {result['acknowledged']:>8}  "
+              f"stored {result['stored']:>8}  lost {result['lost']:>4}  duplicated {result['duplicated']:>4}  "
+              f"count excess {result['trace_span_count_excess']:>4}")
+    print(json.dumps({"scenarios": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
