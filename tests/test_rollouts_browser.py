@@ -36,7 +36,7 @@ def confirmed(page, button: str, expected: str) -> None:
 
 def test_alice_approves_a_canary_step_and_rolls_it_back(live_server, page, acme, alice, bob):
     log_in(page, live_server, "alice")
-    page.get_by_role("link", name="Rollouts").click()
+    page.get_by_role("navigation").get_by_role("link", name="Rollouts", exact=True).click()
     page.get_by_role("link", name="New rollout").click()
     for label, value in (("Name", "billing 1.1"), ("Service (service.name)", "billing"),
                          ("Baseline version (running now)", "1.0.0"), ("Canary version", "1.1.0"),

@@ -25,7 +25,7 @@ def test_alice_defines_an_slo_alert_with_a_live_preview_and_sees_it_listed(live_
     assert time.time_ns() - spans[-1].start_ns < 3 * 86400 * 10**9
     log_in(page, live_server, "alice")
 
-    page.get_by_role("link", name="SLOs").click()
+    page.get_by_role("navigation").get_by_role("link", name="SLOs", exact=True).click()
     page.get_by_role("link", name="Define an SLO alert").click()
     page.wait_for_load_state("load")  # the form's script runs at the end of the page
     page.get_by_label("Name", exact=True).fill("billing-success")
