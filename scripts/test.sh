@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# .ci/run installs once, then runs two halves of the suite at once: CAUSEWAY_INSTALLED=1 skips the install.
+[ "${CAUSEWAY_INSTALLED:-0}" = 1 ] || .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # Browser tests drive Debian's chromium; Playwright never downloads a browser.
   (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }) \
