@@ -54,13 +54,14 @@ class RolloutOutput(serializers.ModelSerializer):
         return RunOutput(rollout.runs.order_by("-attempt", "-step_index"), many=True).data
 
 
-class ConflictOutput(serializers.Serializer):
-    class Body(serializers.Serializer):
-        code = serializers.CharField(default="conflict")
-        message = serializers.CharField()
-        rollout = RolloutOutput(help_text="the rollout as it is now")
+class RolloutConflictBody(serializers.Serializer):
+    code = serializers.CharField(default="conflict")
+    message = serializers.CharField()
+    rollout = RolloutOutput(help_text="the rollout as it is now")
 
-    error = Body()
+
+class ConflictOutput(serializers.Serializer):
+    error = RolloutConflictBody()
 
 
 CONFLICT = {409: OpenApiResponse(ConflictOutput, description="not allowed in the rollout's current state, or lost a "
