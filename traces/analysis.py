@@ -1067,48 +1067,66 @@ def causal_edges(spans: Sequence[SpanRecord]) -> list[tuple[str, str, str]]:
 # Live analysis over a sliding window
 
 
+class HappensBefore:
+    """The happens-before graph of some spans, built once to answer many pairs: the live product
+    asks it why each of a run's withdrawn findings is no longer one (which later spans ordered the
+    accesses), and a run can withdraw thousands. Reachability runs in scipy's compiled
+    breadth-first search, so a pair costs what its paths reach, never a rebuild of the graph."""
+
+    def __init__(self, spans: Iterable[SpanRecord]):
+        self._spans = _Spans(spans)
+        g = _build_graph(self._spans, [i for i, s in enumerate(self._spans.recs) if _is_access(s)])
+        src, dst = g.edges()
+        self._forward = _adjacency(g.nodes, src, dst)
+        self._backward = _adjacency(g.nodes, dst, src)
+
+    def between(self, first: tuple[str, str], second: tuple[str, str],
+                among: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The spans of `among` (as (trace_id, span_id)) on a happens-before path between two spans,
+        in whichever direction one happened before the other; [] when neither did."""
+        sp = self._spans
+        a, b = sp.find(*first), sp.find(*second)
+        if a < 0 or b < 0:
+            return []
+        forward = _reach(self._forward, 2 * a + 1)
+        if not forward[2 * b]:
+            a, b = b, a
+            forward = _reach(self._forward, 2 * a + 1)
+            if not forward[2 * b]:
+                return []
+        on_path = forward & _reach(self._backward, 2 * b)
+        wanted = [(t, s) for t, s in among if (i := sp.find(t, s)) >= 0 and i not in (a, b)
+                  and (on_path[2 * i] or on_path[2 * i + 1])]
+        return sorted(set(wanted))
+
+
 def spans_between(spans: Iterable[SpanRecord], first: tuple[str, str], second: tuple[str, str],
                   among: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The spans of `among` (as (trace_id, span_id)) on a happens-before path between two spans, in
-    whichever direction one happened before the other; [] when neither did.
-
-    What the live product says when it withdraws a race: which later spans ordered the accesses.
-    """
-    sp = _Spans(spans)
-    a, b = sp.find(*first), sp.find(*second)
-    if a < 0 or b < 0:
-        return []
-    g = _build_graph(sp, [i for i, s in enumerate(sp.recs) if _is_access(s)])
-    src, dst = g.edges()
-    forward = _reachable(g.nodes, src, dst, 2 * a + 1)
-    if not forward[2 * b]:
-        a, b = b, a
-        forward = _reachable(g.nodes, src, dst, 2 * a + 1)
-        if not forward[2 * b]:
-            return []
-    on_path = forward & _reachable(g.nodes, dst, src, 2 * b)
-    wanted = [(t, s) for t, s in among if (i := sp.find(t, s)) >= 0 and i not in (a, b)
-              and (on_path[2 * i] or on_path[2 * i + 1])]
-    return sorted(set(wanted))
-
-
-def _reachable(nodes: int, src: np.ndarray, dst: np.ndarray, origin: int) -> np.ndarray:
-    """Which nodes a path of edges src -> dst reaches from `origin` (origin included)."""
-    return _reachable_from(nodes, src, dst, [origin])
+    """HappensBefore(spans).between(...), for one pair."""
+    return HappensBefore(spans).between(first, second, among)
 
 
 def _reachable_from(nodes: int, src: np.ndarray, dst: np.ndarray, origins: list[int]) -> np.ndarray:
-    """Which nodes a path of edges src -> dst reaches from any of `origins` (included)."""
-    order = np.argsort(src, kind="stable")
-    targets = dst[order]
-    offsets = np.searchsorted(src[order], np.arange(nodes + 1))
-    seen = np.zeros(nodes, bool)
-    seen[origins] = True
-    todo = list(origins)
-    while todo:
-        u = todo.pop()
-        for v in targets[offsets[u]:offsets[u + 1]].tolist():
-            if not seen[v]:
-                seen[v] = True
-                todo.append(v)
+    """Which nodes a path of edges src -> dst reaches from any of `origins` (included): one search
+    from a virtual node (number `nodes`) with an edge to every origin."""
+    if not origins:
+        return np.zeros(nodes, bool)
+    extra = np.asarray(origins, dtype=np.int64)
+    edges = _adjacency(nodes + 1, np.concatenate([src, np.full(len(extra), nodes)]), np.concatenate([dst, extra]))
+    return _reach(edges, nodes)[:nodes]
+
+
+def _adjacency(nodes: int, src: np.ndarray, dst: np.ndarray):
+    from scipy.sparse import csr_matrix
+
+    return csr_matrix((np.ones(len(src), np.int32), (src, dst)), shape=(nodes, nodes))
+
+
+def _reach(edges, origin: int) -> np.ndarray:
+    """Which nodes of a CSR adjacency matrix a path reaches from `origin` (included), in scipy's
+    compiled breadth-first search."""
+    from scipy.sparse.csgraph import breadth_first_order
+
+    seen = np.zeros(edges.shape[0], bool)
+    seen[breadth_first_order(edges, origin, directed=True, return_predecessors=False)] = True
     return seen

@@ -16,7 +16,7 @@ from django.utils import timezone
 from governance.models import Project, Role
 from governance.services import audit_record, role_require
 from traces.analysis import Finding as FoundFinding
-from traces.analysis import analyse_revised, spans_between
+from traces.analysis import HappensBefore, analyse_revised
 from traces.models import Finding, FindingSpan, Span, Trace, member_text
 from traces.records import SpanRecord
 from traces.selectors import span_records
@@ -156,37 +156,54 @@ def _withdraw_revised(project: Project, records: list[SpanRecord], found: dict[s
             "finding_id", "trace_id", "span_id"):
         spans_of.setdefault(finding_id, []).append((trace_id, span_id))
     now = timezone.now()
-    trace_ids = {s.trace_id for s in quiet}
+    explain = _Withdrawals(records, found, {s.trace_id for s in quiet})
     for finding in candidates.filter(pk__in=[pk for pk, spans in spans_of.items() if set(spans) <= region]):
-        reason = _withdrawal_reason(finding, spans_of[finding.pk], records, found, trace_ids)
         Finding.objects.filter(pk=finding.pk, status=finding.status).update(
-            status=Finding.Status.WITHDRAWN, withdrawn_at=now, withdrawn_reason=reason)
+            status=Finding.Status.WITHDRAWN, withdrawn_at=now, withdrawn_reason=explain.reason(finding, spans_of[finding.pk]))
 
 
-def _withdrawal_reason(finding: Finding, spans: list[tuple[str, str]], records: list[SpanRecord],
-                       found: dict[str, FoundFinding], trace_ids: set[str]) -> str:
-    by_key = {(s.trace_id, s.span_id): s for s in records}
+class _Withdrawals:
+    """Why findings were withdrawn, for one run: its spans indexed and its happens-before graph
+    built once (a run over traffic with hot keys can withdraw thousands of findings; building them
+    per finding made a run quadratic). Paths are traced for the first PATHS_NAMED pairs of a run;
+    the rest name the later traces, which is what a reader follows anyway."""
 
-    def named(key: tuple[str, str]) -> str:
-        s = by_key[key]
+    PATHS_NAMED = 500
+
+    def __init__(self, records: list[SpanRecord], found: dict[str, FoundFinding], trace_ids: set[str]):
+        self.by_key = {(s.trace_id, s.span_id): s for s in records}
+        self.records = records
+        self.found_by_kind_key: dict[tuple[str, str], list[FoundFinding]] = {}
+        for f in found.values():
+            self.found_by_kind_key.setdefault((f.kind, f.key), []).append(f)
+        self.later = sorted(key for key in self.by_key if key[0] in trace_ids)
+        self.later_traces = sorted(trace_ids)
+        self._graph: HappensBefore | None = None
+        self._paths_left = self.PATHS_NAMED
+
+    def named(self, key: tuple[str, str]) -> str:
+        s = self.by_key[key]
         return f"{s.name} ({s.agent or s.service_name}, span {s.span_id} of trace {s.trace_id})"
 
-    later = sorted(key for key in by_key if key[0] in trace_ids)
-    if finding.kind == "orphan_span":
-        child = by_key[spans[0]]
-        return f"Its parent arrived later: {named((child.trace_id, child.parent_span_id))}."
-    if len(spans) == 2 and finding.kind in ("write_race", "stale_read", "lock_overlap"):
-        between = spans_between(records, spans[0], spans[1], later)
-        if between:
-            return ("Later spans ordered these accesses (a happens-before path runs through them): "
-                    + "; ".join(named(key) for key in between[:3]) + (" and more." if len(between) > 3 else "."))
-    same = [f for f in found.values() if f.kind == finding.kind and f.key == finding.key
-            and set(f.span_ids) & set(finding.span_ids)]
-    if same:
-        return f"Later spans changed it; it stands as: {same[0].detail}."
-    traces = sorted({t for t, _ in later})
-    return ("No longer found once the spans received later were analysed with it (trace "
-            + ", ".join(traces[:3]) + (" and more" if len(traces) > 3 else "") + ").")
+    def reason(self, finding: Finding, spans: list[tuple[str, str]]) -> str:
+        if finding.kind == "orphan_span":
+            child = self.by_key[spans[0]]
+            return f"Its parent arrived later: {self.named((child.trace_id, child.parent_span_id))}."
+        if len(spans) == 2 and finding.kind in ("write_race", "stale_read", "lock_overlap") and self._paths_left > 0:
+            self._paths_left -= 1
+            if self._graph is None:
+                self._graph = HappensBefore(self.records)
+            between = self._graph.between(spans[0], spans[1], self.later)
+            if between:
+                return ("Later spans ordered these accesses (a happens-before path runs through them): "
+                        + "; ".join(self.named(key) for key in between[:3]) + (" and more." if len(between) > 3 else "."))
+        same = [f for f in self.found_by_kind_key.get((finding.kind, finding.key), ())
+                if set(f.span_ids) & set(finding.span_ids)]
+        if same:
+            return f"Later spans changed it; it stands as: {same[0].detail}."
+        traces = self.later_traces
+        return ("No longer found once the spans received later were analysed with it (trace "
+                + ", ".join(traces[:3]) + (" and more" if len(traces) > 3 else "") + ").")
 
 
 def finding_acknowledge(*, finding: Finding, actor, address=None) -> bool:
