@@ -81,7 +81,7 @@ def test_quiet_traces_are_handed_on_with_their_first_stage_batches_in_one_step(a
     assert quiet_traces_hand_on(quiet_seconds=0) == 0
 
 
-def test_a_project_runs_one_analysis_at_a_time_and_a_dead_workers_lease_runs_out(acme):
+def test_a_project_runs_one_analysis_at_a_time_and_a_dead_workers_lease_runs_out(acme, clock):
     stored_quiet(acme, 3)
     quiet_traces_hand_on(quiet_seconds=0)
     now = timezone.now()
@@ -109,7 +109,7 @@ def test_a_run_takes_every_waiting_batch_of_its_project_up_to_its_size(acme):
     assert [len(b.trace_ids) for b in claimed] == [BATCH_TRACES, BATCH_TRACES]
 
 
-def test_the_sweep_queues_a_task_again_for_work_nobody_took(acme):
+def test_the_sweep_queues_a_task_again_for_work_nobody_took(acme, clock):
     stored_quiet(acme, 2)
     quiet_traces_hand_on(quiet_seconds=0)  # its task was queued (and, here, never run)
     now = timezone.now()
@@ -147,7 +147,7 @@ def test_a_trace_reopened_by_late_spans_is_not_marked_analysed_by_its_earlier_pa
 # --- failures: backoff, isolation, dead letters ---------------------------------------------------------------------
 
 
-def test_a_transient_error_backs_off_without_using_up_attempts(acme):
+def test_a_transient_error_backs_off_without_using_up_attempts(acme, clock):
     stored_quiet(acme, 2)
     quiet_traces_hand_on(quiet_seconds=0)
     flaky = replace(stage_failing_on({f"{1:032x}"}, error=OperationalError), retry=RetryPolicy(backoff_seconds=20))
@@ -181,7 +181,7 @@ def test_a_trace_that_keeps_failing_is_isolated_and_kept_as_a_dead_letter(acme):
 
 
 @pytest.fixture
-def dead_letter(acme):
+def dead_letter(acme, clock):
     stored_quiet(acme, 1)
     quiet_traces_hand_on(quiet_seconds=0)
     StageBatch.objects.update(state=StageBatch.State.DEAD, attempts=3, failures=3, failed_at=timezone.now(),
@@ -220,7 +220,7 @@ def test_another_projects_dead_letter_is_not_found(client, charlie, dead_letter)
 
 
 @override_settings(TRACE_QUIET_SECONDS=5.0)
-def test_the_traces_list_shows_how_far_behind_analysis_is(client, alice, acme):
+def test_the_traces_list_shows_how_far_behind_analysis_is(client, alice, acme, clock):
     stored_quiet(acme, 3)
     Trace.objects.filter(trace_id=f"{1:032x}").update(last_received_at=timezone.now() - timedelta(seconds=42))
     Trace.objects.filter(trace_id=f"{2:032x}").update(last_received_at=timezone.now() - timedelta(seconds=20),

@@ -45,7 +45,7 @@ def age_traces(seconds):
     Trace.objects.update(last_received_at=timezone.now() - timedelta(seconds=seconds))
 
 
-def test_it_claims_only_traces_that_have_been_quiet(acme):
+def test_it_claims_only_traces_that_have_been_quiet(acme, clock):
     spans_store(project_id=acme.pk, spans=lost_update_spans())
     assert quiet_traces_claim(quiet_seconds=60, limit=10) == []
     age_traces(120)
@@ -55,7 +55,7 @@ def test_it_claims_only_traces_that_have_been_quiet(acme):
     assert quiet_traces_claim(quiet_seconds=60, limit=10) == [], "a trace is handed on once"
 
 
-def test_a_late_span_reopens_a_complete_trace(acme):
+def test_a_late_span_reopens_a_complete_trace(acme, clock):
     spans_store(project_id=acme.pk, spans=lost_update_spans()[:1])
     age_traces(120)
     quiet_traces_claim(quiet_seconds=60, limit=10)
