@@ -1080,10 +1080,15 @@ class HappensBefore:
         self._forward = _adjacency(g.nodes, src, dst)
         self._backward = _adjacency(g.nodes, dst, src)
 
-    def between(self, first: tuple[str, str], second: tuple[str, str],
-                among: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The spans of `among` (as (trace_id, span_id)) on a happens-before path between two spans,
-        in whichever direction one happened before the other; [] when neither did."""
+    def indexes(self, keys: Iterable[tuple[str, str]]) -> np.ndarray:
+        """Positions of (trace_id, span_id) keys among the spans, for `between`; unknown keys left out."""
+        found = [i for t, s in keys if (i := self._spans.find(t, s)) >= 0]
+        return np.unique(np.asarray(found, dtype=np.int64))
+
+    def between(self, first: tuple[str, str], second: tuple[str, str], among: np.ndarray) -> list[tuple[str, str]]:
+        """The spans at positions `among` (see `indexes`) on a happens-before path between two spans,
+        in whichever direction one happened before the other, as (trace_id, span_id); [] when
+        neither did."""
         sp = self._spans
         a, b = sp.find(*first), sp.find(*second)
         if a < 0 or b < 0:
@@ -1095,15 +1100,15 @@ class HappensBefore:
             if not forward[2 * b]:
                 return []
         on_path = forward & _reach(self._backward, 2 * b)
-        wanted = [(t, s) for t, s in among if (i := sp.find(t, s)) >= 0 and i not in (a, b)
-                  and (on_path[2 * i] or on_path[2 * i + 1])]
-        return sorted(set(wanted))
+        hits = among[(on_path[2 * among] | on_path[2 * among + 1]) & (among != a) & (among != b)]
+        return sorted((sp.recs[i].trace_id, sp.recs[i].span_id) for i in hits.tolist())
 
 
 def spans_between(spans: Iterable[SpanRecord], first: tuple[str, str], second: tuple[str, str],
                   among: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """HappensBefore(spans).between(...), for one pair."""
-    return HappensBefore(spans).between(first, second, among)
+    graph = HappensBefore(spans)
+    return graph.between(first, second, graph.indexes(among))
 
 
 def _reachable_from(nodes: int, src: np.ndarray, dst: np.ndarray, origins: list[int]) -> np.ndarray:

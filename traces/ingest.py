@@ -13,6 +13,7 @@ from __future__ import annotations
 from django.db import connection, transaction
 from django.utils import timezone
 
+from governance.bulk import rows_update
 from traces.models import Span, Trace, member_text
 from traces.records import STATUS_ERROR, SpanRecord
 from traces.span_rules import json_text
@@ -145,24 +146,7 @@ SUMMARY_FIELDS = ("root_name", "root_span_id", "services", "agents", "span_count
 
 
 def _traces_update(traces: list[Trace]) -> None:
-    # What Trace.objects.bulk_update(traces, SUMMARY_FIELDS) writes, as one prepared UPDATE run per row:
-    # bulk_update builds a CASE WHEN per field and row, which cost more than the rest of a 500-span batch.
-    if not traces:
-        return
-    fields = [Trace._meta.get_field(name) for name in SUMMARY_FIELDS]
-    assignments = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in fields)
-    pk = Trace._meta.pk
-    rows = [
-        [f.get_db_prep_save(getattr(trace, f.attname), connection) for f in fields]
-        + [pk.get_db_prep_value(trace.pk, connection)]
-        for trace in traces
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            f"UPDATE {connection.ops.quote_name(Trace._meta.db_table)} SET {assignments} "
-            f"WHERE {connection.ops.quote_name(pk.column)} = %s",
-            rows,
-        )
+    rows_update(traces, SUMMARY_FIELDS)
 
 
 def _summaries_update(traces: list[Trace], new_spans: list[SpanRecord], now) -> list[Trace]:

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from governance.bulk import rows_update
 from governance.models import Project, Role
 from governance.services import audit_record, role_require
 from traces.analysis import Finding as FoundFinding
@@ -155,11 +156,15 @@ def _withdraw_revised(project: Project, records: list[SpanRecord], found: dict[s
     for finding_id, trace_id, span_id in FindingSpan.objects.filter(finding__in=candidates).values_list(
             "finding_id", "trace_id", "span_id"):
         spans_of.setdefault(finding_id, []).append((trace_id, span_id))
-    now = timezone.now()
     explain = _Withdrawals(records, found, {s.trace_id for s in quiet})
-    for finding in candidates.filter(pk__in=[pk for pk, spans in spans_of.items() if set(spans) <= region]):
-        Finding.objects.filter(pk=finding.pk, status=finding.status).update(
-            status=Finding.Status.WITHDRAWN, withdrawn_at=now, withdrawn_reason=explain.reason(finding, spans_of[finding.pk]))
+    withdrawn = list(candidates.filter(pk__in=[pk for pk, spans in spans_of.items() if set(spans) <= region]))
+    now = timezone.now()
+    for finding in withdrawn:
+        finding.status, finding.withdrawn_at = Finding.Status.WITHDRAWN, now
+        finding.withdrawn_reason = explain.reason(finding, spans_of[finding.pk])
+    # A run can withdraw thousands. It holds its project's analysis lease, so no other run writes
+    # these rows meanwhile.
+    rows_update(withdrawn, ["status", "withdrawn_at", "withdrawn_reason"])
 
 
 class _Withdrawals:
@@ -168,17 +173,19 @@ class _Withdrawals:
     per finding made a run quadratic). Paths are traced for the first PATHS_NAMED pairs of a run;
     the rest name the later traces, which is what a reader follows anyway."""
 
-    PATHS_NAMED = 500
+    PATHS_NAMED = 100
 
     def __init__(self, records: list[SpanRecord], found: dict[str, FoundFinding], trace_ids: set[str]):
         self.by_key = {(s.trace_id, s.span_id): s for s in records}
         self.records = records
-        self.found_by_kind_key: dict[tuple[str, str], list[FoundFinding]] = {}
+        self.found_by_span: dict[tuple[str, str, str], list[FoundFinding]] = {}
         for f in found.values():
-            self.found_by_kind_key.setdefault((f.kind, f.key), []).append(f)
-        self.later = sorted(key for key in self.by_key if key[0] in trace_ids)
+            for span_id in f.span_ids:
+                self.found_by_span.setdefault((f.kind, f.key, span_id), []).append(f)
+        self.later = [key for key in self.by_key if key[0] in trace_ids]
         self.later_traces = sorted(trace_ids)
         self._graph: HappensBefore | None = None
+        self._later_at = None
         self._paths_left = self.PATHS_NAMED
 
     def named(self, key: tuple[str, str]) -> str:
@@ -193,14 +200,14 @@ class _Withdrawals:
             self._paths_left -= 1
             if self._graph is None:
                 self._graph = HappensBefore(self.records)
-            between = self._graph.between(spans[0], spans[1], self.later)
+                self._later_at = self._graph.indexes(self.later)
+            between = self._graph.between(spans[0], spans[1], self._later_at)
             if between:
                 return ("Later spans ordered these accesses (a happens-before path runs through them): "
                         + "; ".join(self.named(key) for key in between[:3]) + (" and more." if len(between) > 3 else "."))
-        same = [f for f in self.found_by_kind_key.get((finding.kind, finding.key), ())
-                if set(f.span_ids) & set(finding.span_ids)]
-        if same:
-            return f"Later spans changed it; it stands as: {same[0].detail}."
+        for span_id in finding.span_ids:
+            if same := self.found_by_span.get((finding.kind, finding.key, span_id)):
+                return f"Later spans changed it; it stands as: {same[0].detail}."
         traces = self.later_traces
         return ("No longer found once the spans received later were analysed with it (trace "
                 + ", ".join(traces[:3]) + (" and more" if len(traces) > 3 else "") + ").")
