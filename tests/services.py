@@ -27,9 +27,9 @@ def unique_name(prefix: str) -> str:
 
 
 @contextmanager
-def own_postgres_database(prefix: str, server_url: str | None = None) -> Iterator[str]:
-    """The URL of a new database on the server of `server_url` (default: DATABASE_URL's server,
-    else the local one); dropped, with its connections, when the block ends."""
+def own_postgres_database(prefix: str, server_url: str | None = None, template: str = "template1") -> Iterator[str]:
+    """The URL of a new database, a copy of `template`, on the server of `server_url` (default:
+    DATABASE_URL's server, else the local one); dropped, with its connections, when the block ends."""
     import psycopg
     from psycopg import sql
 
@@ -37,7 +37,7 @@ def own_postgres_database(prefix: str, server_url: str | None = None) -> Iterato
     name = unique_name(prefix)
     admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
     try:
         yield urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
     finally:
