@@ -267,7 +267,8 @@ def product(server, migrated) -> Iterator[tuple[Web, str, str]]:
         try:
             yield web, database_url, key
         finally:
-            web.sigkill()  # nothing is left to finish, and a graceful stop takes seconds
+            if web.process.poll() is None:
+                web.sigkill()  # nothing is left to finish, and a graceful stop takes seconds
 
 
 def test_spans_acknowledged_while_gunicorn_is_killed_and_stopped_mid_load_are_all_stored_once(product):
