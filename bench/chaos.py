@@ -55,7 +55,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -63,107 +62,17 @@ if ROOT not in sys.path:
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from bench.databases import own_postgres_database
 from bench.ingest import RETRYABLE, make_batches
-from bench.pipeline import celery_process, manage, say
-from tests.gunicorn import _wait_until_answering, free_port
+from bench.pipeline import celery_process, say
+from tests.gunicorn import free_port
+from tests.services import Web, own_postgres_database, own_postgres_server, web_on
 
 SPANS_PER_REQUEST = 500
 CONCURRENCY = 16
 RETRY_FOR_SECONDS = 120  # how long a sender keeps retrying one request
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 # --- services of a scenario's own, that it can kill and restart --------------------------------------------------------
-
-
-class Web:
-    """gunicorn governance.wsgi on a fixed port in a process group of its own, so that SIGKILL takes the
-    workers with the master, as a container kill or the OOM killer would."""
-
-    def __init__(self, env: dict, directory: str):
-        self.env, self.directory = env, directory
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        log_path = Path(self.directory) / f"gunicorn{self.starts}.log"
-        with open(log_path, "w") as log:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "gunicorn"), "governance.wsgi", "--bind", f"127.0.0.1:{self.port}",
-                 "--workers", "3", "--keep-alive", "30", "--timeout", "120"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_until_answering(self.process, self.port, log_path)
-
-    def sigkill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def sigterm(self) -> None:
-        self.process.send_signal(signal.SIGTERM)  # graceful: workers finish the request in hand
-        self.process.wait(60)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def as_postgres_user(command: list[str]) -> list[str]:
-    # initdb and postgres refuse to run as root.
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-class PostgresServer:
-    """A PostgreSQL 15 server of this scenario's own: a cluster in a temporary directory on a free port."""
-
-    def __init__(self, directory: str):
-        self.directory = Path(directory) / "postgres"
-        self.data = self.directory / "data"
-        self.port = free_port()
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-
-    def pg_ctl(self, *args: str) -> None:
-        subprocess.run(as_postgres_user([str(PG_BIN / "pg_ctl"), "-D", str(self.data), *args]), check=True,
-                       stdout=subprocess.DEVNULL)
-
-    def create(self) -> None:
-        self.directory.mkdir(parents=True)
-        if os.geteuid() == 0:
-            os.chmod(self.directory.parent, 0o755)
-            shutil.chown(self.directory, "postgres", "postgres")
-        subprocess.run(as_postgres_user([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
-                                         "--auth=trust", "--no-instructions"]),
-                       check=True, stdout=subprocess.DEVNULL)
-        self.start()
-
-    def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c max_connections=100"
-        self.pg_ctl("-o", options, "-l", str(self.directory / "server.log"), "-w", "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self.pg_ctl("-m", mode, "-w", "stop")
-
-
-@contextmanager
-def own_postgres_server(directory: str) -> Iterator[PostgresServer]:
-    server = PostgresServer(directory)
-    server.create()
-    try:
-        yield server
-    finally:
-        try:
-            server.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass  # already stopped
-        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 class Redis:
@@ -224,14 +133,6 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-
-
-def product_env(directory: str, database_url: str, broker_url: str | None) -> dict:
-    env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "false", "HTTPS": "false", "SECRET_KEY": "chaos",
-           "CAUSEWAY_DATA_DIR": directory, "LOG_LEVEL": "WARNING", "PYTHONPATH": ROOT}
-    if broker_url:
-        env["CELERY_BROKER_URL"] = broker_url
-    return env
 
 
 # --- load ---------------------------------------------------------------------------------------------------------------
@@ -363,19 +264,6 @@ def figures(database_url: str, key: str, load: Load, seconds: float) -> dict:
 
 
 # --- scenarios ----------------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def web_on(database_url: str, directory: str, broker_url: str | None = None) -> Iterator[tuple[Web, dict, str]]:
-    env = product_env(directory, database_url, broker_url)
-    manage(env, "migrate", "-v0")
-    key = manage(env, "create_ingest_key", "chaos").strip()
-    web = Web(env, directory)
-    web.start()
-    try:
-        yield web, env, key
-    finally:
-        web.stop()
 
 
 def gunicorn_kill(args, load: Load, how: str) -> dict:

@@ -54,6 +54,7 @@ if ROOT not in sys.path:
 from bench.databases import own_postgres_database
 from bench.ingest import RETRYABLE, make_batches
 from tests.gunicorn import free_port, gunicorn_serving
+from tests.services import manage
 
 SPANS_PER_REQUEST = 500
 SENDERS = 6
@@ -112,13 +113,6 @@ def celery_process(env: dict, log_path: str, *args: str):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-def manage(env: dict, *args: str) -> str:
-    done = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stderr}")
-    return done.stdout
 
 
 @contextmanager
