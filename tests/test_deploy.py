@@ -107,12 +107,12 @@ def gunicorn_without_database(tmp_path):
 def test_while_the_database_is_down_the_api_answers_503_json_with_retry_after(gunicorn_without_database):
     status, headers, body = get(f"{gunicorn_without_database}/api/v1/projects/", {"Authorization": "Token cwt_" + "0" * 64})
     assert status == 503
-    assert headers["Content-Type"] == "application/json" and headers["Retry-After"] == "5"
+    assert headers["Content-Type"] == "application/json" and headers["Retry-After"] == "2"
     assert '"code":"unavailable"' in body.replace(" ", "")
 
 
 def test_while_the_database_is_down_pages_answer_a_503_page(gunicorn_without_database):
     status, headers, body = get(f"{gunicorn_without_database}/p/acme/traces/", {"Cookie": "sessionid=" + "x" * 32})
     assert status == 503
-    assert headers["Content-Type"].startswith("text/html") and headers["Retry-After"] == "5"
+    assert headers["Content-Type"].startswith("text/html") and headers["Retry-After"] == "2"
     assert "Service unavailable" in body and "database is unavailable" in body

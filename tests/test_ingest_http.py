@@ -360,7 +360,7 @@ def test_it_answers_503_with_retry_after_when_the_database_is_unavailable(client
         connection.settings_dict.clear()
         connection.settings_dict.update(saved)
     assert response.status_code == 503
-    assert response["Retry-After"] == "5"
+    assert response["Retry-After"] == "2"
     code, message = rpc_status(response)
     assert code == 14 and message.startswith("storage is unavailable, retry later")
     assert not Span.objects.exists()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from governance import metrics
+from governance.errors import RETRY_AFTER_SECONDS
 from governance.services import IngestKeyRevoked, IngestKeyUnknown, ingest_key_authenticate
 from traces.ingest import spans_store
 from traces.otlp import OtlpDecodeError, decode_request, spans_from_request
@@ -54,7 +55,7 @@ def ingest_key_check(raw_key: str):
 
 
 def _unavailable(exc) -> IngestFailure:
-    return IngestFailure(503, UNAVAILABLE, f"storage is unavailable, retry later ({type(exc).__name__})", retry_after=5)
+    return IngestFailure(503, UNAVAILABLE, f"storage is unavailable, retry later ({type(exc).__name__})", retry_after=RETRY_AFTER_SECONDS)
 
 
 def request_decode(body: bytes, content_type: str):
