@@ -9,7 +9,7 @@ stops only that: a PostgreSQL database with a unique name on the local server (b
 dropped at the end), or, where the database is restarted, a PostgreSQL server of its own (initdb into
 a temporary directory, pg_ctl on a free port, trust authentication: the shared server on 5432 is never
 restarted); gunicorn `governance.wsgi` on a free port in a process group of its own; where tasks run,
-a redis-server on a free port and Celery worker and beat (bench/pipeline.py's helpers).
+a redis-server on a free port and Celery worker and beat (tests/processes.py).
 
 Load: bench/ingest.py's multi-agent OTLP/HTTP protobuf requests (500 spans each, random ids), posted by
 16 senders, each keeping one connection. A sender retries like the OpenTelemetry exporters do: on
@@ -65,8 +65,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from bench.databases import own_postgres_database
 from bench.ingest import RETRYABLE, make_batches
-from bench.pipeline import celery_process, manage, say
+from bench.pipeline import manage, say
 from tests.gunicorn import _wait_until_answering, free_port
+from tests.processes import CeleryProcess, RedisServer, beat, own_redis, running
+from tests.processes import worker as celery_worker
 
 SPANS_PER_REQUEST = 500
 CONCURRENCY = 16
@@ -164,66 +166,6 @@ def own_postgres_server(directory: str) -> Iterator[PostgresServer]:
         except subprocess.CalledProcessError:
             pass  # already stopped
         shutil.rmtree(server.directory, ignore_errors=True)
-
-
-class Redis:
-    """A redis-server of this scenario's own on a fixed free port, without persistence, restartable."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with http.client.socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-class Worker:
-    """A Celery worker (prefork, concurrency 1, all queues) in a process group of its own, so that SIGKILL
-    takes the pool process running a task with the main process."""
-
-    def __init__(self, env: dict, directory: str):
-        self.env, self.directory = env, directory
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        with open(os.path.join(self.directory, f"worker{self.starts}.log"), "w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "governance", "worker", "--pool=prefork", "--concurrency=1",
-                 "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"chaos{self.starts}@%h"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def sigkill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 def product_env(directory: str, database_url: str, broker_url: str | None) -> dict:
@@ -422,19 +364,14 @@ def traces_analysed(database_url: str) -> tuple[int, int]:
 
 
 @contextmanager
-def pipeline_product(directory: str) -> Iterator[tuple[Redis, str, Web, Worker, str]]:
+def pipeline_product(directory: str) -> Iterator[tuple[RedisServer, str, Web, CeleryProcess, str]]:
     """(Redis, database URL, web, worker, ingest key): the whole product on services of its own."""
-    redis = Redis(directory)
-    redis.start()
     with ExitStack() as stack:
-        stack.callback(redis.stop)
+        redis = stack.enter_context(own_redis(directory))
         database_url = stack.enter_context(own_postgres_database("causeway_chaos"))
         web, env, key = stack.enter_context(web_on(database_url, directory, redis.url))
-        worker = Worker(env, directory)
-        worker.start()
-        stack.callback(worker.stop)
-        stack.enter_context(celery_process(env, os.path.join(directory, "beat.log"), "beat", "--loglevel=WARNING",
-                                           "--schedule", os.path.join(directory, "celerybeat-schedule")))
+        worker = celery_worker(env, directory, "chaos", stop_seconds=5)
+        stack.enter_context(running(worker, beat(env, directory, loglevel="WARNING")))
         yield redis, database_url, web, worker, key
     say(f"  logs kept in {directory}")
 
