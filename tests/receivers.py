@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TIMEOUT = "timeout"  # an answer: hold the request for `hold_seconds`, then drop the connection unanswered
 
 
 class Receiver:
     def __init__(self, url: str):
         self.url = url
-        self.received: list[dict] = []  # JSON bodies, in arrival order
-        self.answers: list[int] = []  # statuses to answer next, in order; then 200
+        self.received: list[dict] = []  # JSON bodies accepted (answered 200), in arrival order
+        self.answers: list[int | str] = []  # statuses (or TIMEOUT) to answer next, in order; then 200
+        self.answered: list[int | str] = []  # what every request was answered, in arrival order
+        self.hold_seconds = 3.0
         self.lock = threading.Lock()
 
 
@@ -26,8 +31,13 @@ def webhook_receiver():
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with receiver.lock:
                 status = receiver.answers.pop(0) if receiver.answers else 200
+                receiver.answered.append(status)
                 if status == 200:
                     receiver.received.append(json.loads(body))
+            if status == TIMEOUT:
+                time.sleep(receiver.hold_seconds)  # the sender gave up waiting; nothing was taken
+                self.close_connection = True
+                return
             self.send_response(status)
             self.send_header("Content-Type", "text/plain")
             self.end_headers()
