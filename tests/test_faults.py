@@ -2,8 +2,9 @@
 tick, and the broker (Redis) restarted under ingestion. The clock is real here (every process keeps its own);
 nothing asserted depends on the date.
 
-"In the middle" is made certain from outside the product: the test holds the audit table's lock, which the tick
-needs after it has locked and changed the rollout row, and waits until PostgreSQL shows the worker waiting on it.
+"In the middle" is made certain from outside the product: the test holds the notification table's lock, which the
+tick needs after it has locked and changed the rollout row and written its audit record, and waits until
+PostgreSQL shows the worker waiting on it.
 SQLite has one write lock for the whole database, which a transaction holds from BEGIN IMMEDIATE to its end, so
 nothing from outside can stop a tick between two of its writes: there the worker is killed while it waits for
 that lock, after the task began and before its transaction did.
@@ -36,12 +37,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PLAN = [{"kind": "set_weight", "weight": 20}, {"kind": "approval"}, {"kind": "set_weight", "weight": 100}]
 
 
-def blocked_on_the_audit_table() -> int | None:
-    """The PostgreSQL backend (pid) of a worker whose insert waits for the audit table's lock."""
+def blocked_on_the_notification_table() -> int | None:
+    """The PostgreSQL backend (pid) of a worker whose insert waits for the notification table's lock."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")  # read afresh inside the transaction holding the lock
         cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = "
-                       "'Lock' AND query LIKE %s", [f'INSERT INTO "{AuditRecord._meta.db_table}"%'])
+                       "'Lock' AND query LIKE %s", [f'INSERT INTO "{Notification._meta.db_table}"%'])
         row = cursor.fetchone()
     return row[0] if row else None
 
@@ -70,11 +71,12 @@ def test_a_worker_killed_in_the_middle_of_a_rollout_tick_advances_the_step_once_
     started = rollout_start(rollout=rollout, actor=approver)
     the_worker = worker(celery_env(WEBHOOK_ALLOW_PRIVATE="true", DEBUG="true"), tmp_path, "rollouts")
     with running(the_worker):
-        with writes_held(AuditRecord):
+        with writes_held(Notification):
             killed = tick.delay().id
             if connection.vendor == "postgresql":
-                wait_for(blocked_on_the_audit_table, 60, f"the tick to wait for the audit table ({tmp_path})")
-                backend = blocked_on_the_audit_table()
+                wait_for(blocked_on_the_notification_table, 60,
+                         f"the tick to wait for the notification table ({tmp_path})")
+                backend = blocked_on_the_notification_table()
             else:
                 wait_for(lambda: log_count(the_worker, f"rollouts.tick[{killed}] received"), 60,
                          f"the worker to take the tick ({tmp_path})")
