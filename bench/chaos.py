@@ -372,7 +372,8 @@ def traces_analysed(database_url: str) -> tuple[int, int]:
 
 
 @contextmanager
-def pipeline_product(directory: str, settings: dict | None = None) -> Iterator[tuple[RedisServer, str, Web, CeleryProcess, str]]:
+def pipeline_product(directory: str,
+                     settings: dict | None = None) -> Iterator[tuple[RedisServer, str, Web, CeleryProcess, str]]:
     """(Redis, database URL, web, worker, ingest key): the whole product on services of its own; `settings`
     (environment variables) apply to the worker, beat and manage.py."""
     with ExitStack() as stack:
@@ -456,8 +457,8 @@ def worker_sigkill(args, load: Load) -> dict:
 
 # --- control-plane scenarios: notifications and rollout ticks ----------------------------------------------------------
 
-# Each tick of the plan's rollout makes three transitions at once (weight 10, weight 50, then waiting for approval),
-# each notified on the one webhook channel.
+# The rollout's first tick makes three transitions at once (weight 10, weight 50, then waiting for approval), each
+# notified on the one webhook channel.
 ROLLOUT_STEPS = [{"kind": "set_weight", "weight": 10}, {"kind": "set_weight", "weight": 50}, {"kind": "approval"}]
 ROLLOUT_TRANSITIONS = len(ROLLOUT_STEPS)
 START_ROLLOUT = """
