@@ -9,7 +9,7 @@ stops only that: a PostgreSQL database with a unique name on the local server (b
 dropped at the end), or, where the database is restarted, a PostgreSQL server of its own (initdb into
 a temporary directory, pg_ctl on a free port, trust authentication: the shared server on 5432 is never
 restarted); gunicorn `governance.wsgi` on a free port in a process group of its own; where tasks run,
-a redis-server on a free port and Celery worker and beat (bench/pipeline.py's helpers).
+a redis-server on a free port and Celery worker and beat (tests/processes.py).
 
 Load: bench/ingest.py's multi-agent OTLP/HTTP protobuf requests (500 spans each, random ids), posted by
 16 senders, each keeping one connection. A sender retries like the OpenTelemetry exporters do: on
@@ -25,6 +25,11 @@ Scenarios:
   redis-restart      the scenario's own Redis broker (no persistence) stopped at a third of the load and
                      started again 3 s later, with a Celery worker and beat running; afterwards every
                      trace must still be analysed (Trace.analysed_at), within --drain seconds
+  webhook-flaky      a rollout's three notifications to a webhook receiver that answers each by timing out,
+                     then 500, then 200: each must be delivered once, after the sender's retries and backoff
+  rollout-tick-sigkill  the rollout tick held (the notification table locked) after it changed the rollout and
+                     wrote its audit record; the worker's pool process killed with SIGKILL there, the lock let go:
+                     the steps must advance once and each notification arrive once
 
 Per scenario: spans sent, acknowledged, stored, lost (acknowledged but not stored: must be 0),
 duplicated (span rows beyond one per (trace_id, span_id), plus the traces' span_count beyond the rows
@@ -32,7 +37,9 @@ stored: a retried request counted twice), stored without acknowledgement (a requ
 whose answer the fault cut: the retry then stored nothing more), the HTTP statuses seen and how many
 503s carried Retry-After. In the gunicorn and database scenarios every tenth acknowledged request is
 then posted once more (an exporter retrying a request whose answer was lost) before counting, so
-"duplicated" also covers a replay of a request already stored. The last line is JSON: {"scenarios": {name: figures}}.
+"duplicated" also covers a replay of a request already stored. The two control-plane scenarios count
+notifications instead: expected, stored, delivered, lost and duplicated at the receiver, send attempts and the
+requests' answers, and the steps the rollout advanced. The last line is JSON: {"scenarios": {name: figures}}.
 """
 
 from __future__ import annotations
@@ -44,8 +51,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -63,9 +68,11 @@ if ROOT not in sys.path:
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.ingest import RETRYABLE, make_batches
-from bench.pipeline import celery_process, say
-from tests.gunicorn import free_port
-from tests.services import Web, own_postgres_database, own_postgres_server, web_on
+from bench.pipeline import say
+from tests.processes import CeleryProcess, RedisServer, beat, own_redis, running
+from tests.processes import worker as celery_worker
+from tests.receivers import webhook_receiver
+from tests.services import Web, manage, own_postgres_database, own_postgres_server, web_on
 
 SPANS_PER_REQUEST = 500
 CONCURRENCY = 16
@@ -73,66 +80,6 @@ RETRY_FOR_SECONDS = 120  # how long a sender keeps retrying one request
 
 
 # --- services of a scenario's own, that it can kill and restart --------------------------------------------------------
-
-
-class Redis:
-    """A redis-server of this scenario's own on a fixed free port, without persistence, restartable."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with http.client.socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-class Worker:
-    """A Celery worker (prefork, concurrency 1, all queues) in a process group of its own, so that SIGKILL
-    takes the pool process running a task with the main process."""
-
-    def __init__(self, env: dict, directory: str):
-        self.env, self.directory = env, directory
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        with open(os.path.join(self.directory, f"worker{self.starts}.log"), "w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "governance", "worker", "--pool=prefork", "--concurrency=1",
-                 "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"chaos{self.starts}@%h"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def sigkill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 # --- load ---------------------------------------------------------------------------------------------------------------
@@ -310,19 +257,17 @@ def traces_analysed(database_url: str) -> tuple[int, int]:
 
 
 @contextmanager
-def pipeline_product(directory: str) -> Iterator[tuple[Redis, str, Web, Worker, str]]:
-    """(Redis, database URL, web, worker, ingest key): the whole product on services of its own."""
-    redis = Redis(directory)
-    redis.start()
+def pipeline_product(directory: str,
+                     settings: dict | None = None) -> Iterator[tuple[RedisServer, str, Web, CeleryProcess, str]]:
+    """(Redis, database URL, web, worker, ingest key): the whole product on services of its own; `settings`
+    (environment variables) apply to the worker, beat and manage.py."""
     with ExitStack() as stack:
-        stack.callback(redis.stop)
+        redis = stack.enter_context(own_redis(directory))
         database_url = stack.enter_context(own_postgres_database("causeway_chaos"))
         web, env, key = stack.enter_context(web_on(database_url, directory, redis.url))
-        worker = Worker(env, directory)
-        worker.start()
-        stack.callback(worker.stop)
-        stack.enter_context(celery_process(env, os.path.join(directory, "beat.log"), "beat", "--loglevel=WARNING",
-                                           "--schedule", os.path.join(directory, "celerybeat-schedule")))
+        env.update(settings or {})
+        worker = celery_worker(env, directory, "chaos", stop_seconds=5)
+        stack.enter_context(running(worker, beat(env, directory, loglevel="WARNING")))
         yield redis, database_url, web, worker, key
     say(f"  logs kept in {directory}")
 
@@ -395,13 +340,134 @@ def worker_sigkill(args, load: Load) -> dict:
     return result
 
 
+# --- control-plane scenarios: notifications and rollout ticks ----------------------------------------------------------
+
+# The rollout's first tick makes three transitions at once (weight 10, weight 50, then waiting for approval), each
+# notified on the one webhook channel.
+ROLLOUT_STEPS = [{"kind": "set_weight", "weight": 10}, {"kind": "set_weight", "weight": 50}, {"kind": "approval"}]
+ROLLOUT_TRANSITIONS = len(ROLLOUT_STEPS)
+START_ROLLOUT = """
+from django.contrib.auth import get_user_model
+from governance.models import Membership, Project, Role
+from governance.rollouts.services import rollout_create, rollout_start
+from governance.slo.services import channel_create
+project = Project.objects.get(slug="chaos")
+person = get_user_model().objects.create_user(username="release-manager")
+Membership.objects.create(user=person, project=project, role=Role.ADMIN)
+channel_create(project=project, actor=person, data={"kind": "webhook", "url": %(url)r, "name": "releases"})
+rollout = rollout_create(project=project, actor=person, name="chaos", service="chaos", baseline_version="1.0",
+                         canary_version="1.1", flag_key="chaos-version", steps=%(steps)r)
+rollout_start(rollout=rollout, actor=person)
+"""
+# The rollout ticks every second; sends time out after 1 s; retries due are queued by the alert tick every 2 s.
+CONTROL_SETTINGS = {"ROLLOUT_TICK_SECONDS": "1", "ALERT_EVAL_INTERVAL_SECONDS": "2", "NOTIFY_TIMEOUT_SECONDS": "1",
+                    "WEBHOOK_ALLOW_PRIVATE": "true"}
+
+
+def control_figures(database_url: str, receiver, began: float) -> dict:
+    """Notifications expected (one per transition), stored, delivered, lost and duplicated at the receiver; steps
+    advanced (audit records of the tick's transitions) and the rollout's own count of changes."""
+    import psycopg
+
+    from tests.receivers import message_key
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        transitions = conn.execute("SELECT count(*) FROM governance_auditrecord WHERE object_type = 'rollout' AND "
+                                   "action IN ('rollout.step', 'rollout.pause')").fetchone()[0]
+        steps = conn.execute("SELECT count(*) FROM governance_auditrecord WHERE action = 'rollout.step'").fetchone()[0]
+        step_index, version = conn.execute("SELECT step_index, version FROM rollouts_rollout").fetchone()
+        stored = conn.execute("SELECT count(*), COALESCE(sum(attempts), 0), count(*) FILTER (WHERE status = 'sent') "
+                              "FROM slo_notification").fetchone()
+    with receiver.lock:
+        delivered = Counter(message_key(payload) for payload in receiver.received)
+        answered = Counter(str(status) for status in receiver.answered)
+    return {
+        "notifications_expected": ROLLOUT_TRANSITIONS, "notifications_stored": stored[0],
+        "notifications_sent": stored[2], "send_attempts": int(stored[1]),
+        "notifications_delivered": len(delivered), "notifications_lost": ROLLOUT_TRANSITIONS - len(delivered),
+        "notifications_duplicated": sum(delivered.values()) - len(delivered),
+        "requests_answered": dict(sorted(answered.items())),
+        "steps_expected": ROLLOUT_TRANSITIONS - 1, "steps_advanced": steps, "transitions": transitions,
+        "rollout_step_index": step_index, "rollout_version": version, "seconds": round(time.monotonic() - began, 1),
+    }
+
+
+def wait_for_delivery(database_url: str, receiver, seconds: float) -> None:
+    """Until every expected notification reached the receiver and none is left to send, then 3 s more (a
+    duplicate would show), or `seconds`."""
+    import psycopg
+
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            left = conn.execute("SELECT count(*) FROM slo_notification WHERE status IN ('pending', 'sending')").fetchone()[0]
+            if len(receiver.received) >= ROLLOUT_TRANSITIONS and not left:
+                time.sleep(3)
+                return
+            time.sleep(0.5)
+
+
+def webhook_flaky(args, load) -> dict:
+    """A rollout's three notifications to a receiver that answers each of them first by timing out, then 500 four
+    times, then 200: one send (three quick tries) fails, the notification backs off 30 s and the next send
+    gets through. Each must be delivered once."""
+    from tests.receivers import TIMEOUT
+
+    directory = tempfile.mkdtemp(prefix="causeway-chaos-webhook-")
+    with webhook_receiver() as receiver, pipeline_product(directory, CONTROL_SETTINGS) as (_, database_url, _, worker, _):
+        receiver.hold_seconds = 3
+        receiver.each_message = [TIMEOUT, 500, 500, 500]
+        began = time.monotonic()
+        manage(worker.env, "shell", "-c", START_ROLLOUT % {"url": receiver.url, "steps": ROLLOUT_STEPS})
+        say("  rollout started; the receiver times out, then answers 500, for every notification")
+        wait_for_delivery(database_url, receiver, args.drain)
+        return control_figures(database_url, receiver, began)
+
+
+def held_tick_backend(conn) -> int | None:
+    conn.execute("SELECT pg_stat_clear_snapshot()")  # read afresh
+    row = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = "
+                       "'Lock' AND query LIKE 'INSERT INTO \"slo_notification\"%'").fetchone()
+    return row[0] if row else None
+
+
+def rollout_tick_sigkill(args, load) -> dict:
+    """A rollout started while the notification table is locked: beat's tick locks and changes the rollout row,
+    writes its audit record, then waits to write the notification. The worker's pool process running it is killed
+    with SIGKILL there; the message, acknowledged late, comes back from the broker; the lock is let go. The step
+    must advance once and each notification reach the receiver once."""
+    import psycopg
+
+    directory = tempfile.mkdtemp(prefix="causeway-chaos-tick-")
+    with webhook_receiver() as receiver, \
+            pipeline_product(directory, CONTROL_SETTINGS) as (_, database_url, _, worker, _):
+        began = time.monotonic()
+        with psycopg.connect(database_url) as holder, psycopg.connect(database_url, autocommit=True) as watcher:
+            holder.execute("LOCK TABLE slo_notification IN EXCLUSIVE MODE")
+            manage(worker.env, "shell", "-c", START_ROLLOUT % {"url": receiver.url, "steps": ROLLOUT_STEPS})
+            deadline = time.monotonic() + 60
+            while held_tick_backend(watcher) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            held = held_tick_backend(watcher) is not None
+            worker.sigkill_pool()
+            say(f"  tick {'held on the notification table' if held else 'NOT seen waiting'}: its pool process "
+                "killed with SIGKILL; letting go of the table in 1 s")
+            time.sleep(1)
+            holder.rollback()
+        wait_for_delivery(database_url, receiver, args.drain)
+        return control_figures(database_url, receiver, began) | {"tick_held_when_killed": held}
+
+
 SCENARIOS = {
     "gunicorn-sigkill": lambda args, load: gunicorn_kill(args, load, "sigkill"),
     "gunicorn-sigterm": lambda args, load: gunicorn_kill(args, load, "sigterm"),
     "database-restart": database_restart,
     "redis-restart": redis_restart,
     "worker-sigkill": worker_sigkill,
+    "webhook-flaky": webhook_flaky,
+    "rollout-tick-sigkill": rollout_tick_sigkill,
 }
+WITHOUT_LOAD = {"webhook-flaky", "rollout-tick-sigkill"}  # no spans: they count notifications and steps
 
 
 def main(argv=None) -> int:
@@ -417,12 +483,22 @@ def main(argv=None) -> int:
     args.drain = args.drain or (90 if args.quick else 300)
     results = {}
     for name in args.only or SCENARIOS:
-        load = build_load(args.spans, args.seed)
-        say(f"{name}: {len(load.bodies)} requests of {SPANS_PER_REQUEST} spans, {CONCURRENCY} senders; "
-            f"load average {os.getloadavg()[0]:.1f}")
+        if name in WITHOUT_LOAD:
+            load = None
+            say(f"{name}: load average {os.getloadavg()[0]:.1f}")
+        else:
+            load = build_load(args.spans, args.seed)
+            say(f"{name}: {len(load.bodies)} requests of {SPANS_PER_REQUEST} spans, {CONCURRENCY} senders; "
+                f"load average {os.getloadavg()[0]:.1f}")
         results[name] = SCENARIOS[name](args, load)
         say(f"  {json.dumps(results[name])}")
     for name, result in results.items():
+        if name in WITHOUT_LOAD:
+            print(f"{name:20} notifications expected {result['notifications_expected']}  delivered "
+                  f"{result['notifications_delivered']}  lost {result['notifications_lost']}  duplicated "
+                  f"{result['notifications_duplicated']}  send attempts {result['send_attempts']}  steps advanced "
+                  f"{result['steps_advanced']} of {result['steps_expected']}")
+            continue
         print(f"{name:18} sent {result['sent']:>8}  acknowledged {result['acknowledged']:>8}  "
               f"stored {result['stored']:>8}  lost {result['lost']:>4}  duplicated {result['duplicated']:>4}  "
               f"count excess {result['trace_span_count_excess']:>4}")

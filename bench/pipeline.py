@@ -36,8 +36,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,7 +51,8 @@ if ROOT not in sys.path:
 
 from bench.databases import own_postgres_database
 from bench.ingest import RETRYABLE, make_batches
-from tests.gunicorn import free_port, gunicorn_serving
+from tests.gunicorn import gunicorn_serving
+from tests.processes import beat, own_redis, running, worker
 from tests.services import manage
 
 SPANS_PER_REQUEST = 500
@@ -75,53 +74,12 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 @contextmanager
-def own_redis(directory: str):
-    """A redis-server of this run's own on a free port, without persistence; its URL."""
-    port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", directory], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with http.client.socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-@contextmanager
-def celery_process(env: dict, log_path: str, *args: str):
-    """`celery -A governance <args>` in a process group of its own, stopped (TERM, then KILL) at the end."""
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([PYTHON, "-m", "celery", "-A", "governance", *args], cwd=ROOT, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(5)  # a warm shutdown would wait for a long analysis run
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-@contextmanager
 def product(workers: int):
     """(env, URL, ingest key) of a running web, `workers` Celery workers and beat on services of their own."""
     directory = tempfile.mkdtemp(prefix="causeway-bench-pipeline-")
     with ExitStack() as stack:
         database_url = stack.enter_context(own_postgres_database("causeway_bench_pipeline"))
-        broker_url = stack.enter_context(own_redis(directory))
+        broker_url = stack.enter_context(own_redis(directory)).url
         env = {**os.environ, "DATABASE_URL": database_url, "CELERY_BROKER_URL": broker_url, "DEBUG": "false",
                "HTTPS": "false", "SECRET_KEY": "bench", "CAUSEWAY_DATA_DIR": directory, "LOG_LEVEL": "WARNING",
                "PYTHONPATH": ROOT}
@@ -130,13 +88,9 @@ def product(workers: int):
         url, _ = stack.enter_context(gunicorn_serving(
             env=env, log_path=Path(directory) / "gunicorn.log",
             options=("--workers", "3", "--keep-alive", "30", "--backlog", "256", "--timeout", "120")))
-        for number in range(workers):
-            stack.enter_context(celery_process(
-                env, os.path.join(directory, f"worker{number}.log"), "worker", "--pool=prefork", "--concurrency=1",
-                "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"bench{number}@%h"))
-        stack.enter_context(celery_process(
-            env, os.path.join(directory, "beat.log"), "beat", "--loglevel=WARNING",
-            "--schedule", os.path.join(directory, "celerybeat-schedule")))
+        # A warm shutdown would wait for a long analysis run: stopped after 5 s.
+        stack.enter_context(running(*(worker(env, directory, f"bench{number}", stop_seconds=5)
+                                      for number in range(workers)), beat(env, directory, loglevel="WARNING")))
         say(f"  services up; logs in {directory}")
         yield env, url, key
     say(f"  stopped; logs kept in {directory}")

@@ -3,18 +3,13 @@ dead letters people can see and retry, and a worker killed with SIGKILL mid-anal
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError
 from django.test import override_settings
 from django.utils import timezone
 
@@ -30,7 +25,8 @@ from governance.pipeline.services import (
 )
 from governance.pipeline.stages import STAGES
 from governance.task_base import RetryPolicy
-from tests.conftest import _database_url, log_in, make_user
+from tests.conftest import log_in, make_user
+from tests.processes import celery_env, running, wait_for, worker, writes_held
 from tests.worlds import agent_world
 from traces.analysis import analyse
 from traces.ingest import spans_store
@@ -38,7 +34,8 @@ from traces.models import Finding, Trace
 from traces.records import make_span
 
 ANALYSIS, POLICIES, SLI_ROLLUPS, CANARY = STAGES
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A worker's claim runs out 2 s after it died; traces are handed on as soon as they are stored.
+WORKER_SETTINGS = {"PIPELINE_LEASE_SECONDS": "2", "TRACE_QUIET_SECONDS": "0"}
 
 
 def a_span(trace: int, *, agent="A"):
@@ -250,66 +247,23 @@ def test_the_pipeline_page_in_a_browser(page, live_server, acme, alice, dead_let
 # --- a real worker, killed ---------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def worker_process(tmp_path, name: str):
-    """`celery -A governance worker` as production runs it (prefork), on the test database and broker."""
-    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict), "PIPELINE_LEASE_SECONDS": "2",
-           "TRACE_QUIET_SECONDS": "0", "PYTHONPATH": ROOT}
-    log = open(tmp_path / f"{name}.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "governance", "worker", "--pool=prefork", "--concurrency=1",
-         "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
-
-
-@contextmanager
-def findings_held():
-    """Hold the finding table so no analysis can store its findings until the block ends."""
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(f"LOCK TABLE {Finding._meta.db_table} IN EXCLUSIVE MODE")
-        else:
-            Finding.objects.filter(pk=-1).update(detail="")  # BEGIN IMMEDIATE took SQLite's write lock
-        yield
-
-
-def wait_for(condition, seconds: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        time.sleep(every)
-
-
 @pytest.mark.django_db(transaction=True)
 @override_settings(PIPELINE_LEASE_SECONDS=2.0)
 def test_a_worker_killed_mid_analysis_leaves_the_findings_stored_once_in_the_end(acme, tmp_path):
     spans = agent_world(random.Random(11), turns=2500)
     spans_store(project_id=acme.pk, spans=spans)
     quiet_traces_hand_on(quiet_seconds=0)
-    with worker_process(tmp_path, "first") as first:
+    first = worker(celery_env(**WORKER_SETTINGS), tmp_path, "first")
+    with running(first):
         wait_for(lambda: StageBatch.objects.filter(stage="analysis", state=StageBatch.State.RUNNING).exists(), 120,
                  f"the first worker to claim the analysis (see {tmp_path}/first.log)")
-        with findings_held():
+        with writes_held(Finding):  # no analysis can store its findings until the block ends
             time.sleep(1.0)  # it analyses, then waits to store its findings
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(10)
+            first.sigkill()
     killed = set(StageBatch.objects.filter(stage="analysis").values_list("state", "attempts"))
     assert killed == {(StageBatch.State.RUNNING, 1)}, "it died holding the analysis"
     assert not Finding.objects.exists()
-    with worker_process(tmp_path, "second"):
+    with running(worker(celery_env(**WORKER_SETTINGS), tmp_path, "second")):
         def settled():
             batches_nudge_due()  # what beat's sweep does every 2 s
             return not Trace.objects.exclude(state=Trace.State.ANALYSED).exists()

@@ -9,29 +9,22 @@ baseline to every targeting key. The clock is real here (every process keeps its
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 
 import pytest
 import requests
-from django.conf import settings
-from django.db import connection
 
 from governance.models import Role
 from governance.rollouts.models import AnalysisRun, Rollout
 from governance.rollouts.services import rollout_create, rollout_start
 from governance.services import api_token_create
-from tests.conftest import _database_url, make_key, make_user
+from tests.conftest import make_key, make_user
+from tests.processes import beat, celery_env, running, wait_for, worker
 from traces.models import Trace
 from traces.simulator import run_from_options
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAG = "sim-agents-version"
 SERVICE = "causeway-sim-agent"
 # Long enough for the agents to run and their traces to go through the pipeline before the one measurement.
@@ -40,52 +33,23 @@ STEPS = [{"kind": "set_weight", "weight": 50}, {"kind": "analysis", "count": 1, 
          {"kind": "approval"}, {"kind": "set_weight", "weight": 100}]
 
 
-@contextmanager
-def celery_process(tmp_path, *args: str):
-    """`celery -A governance <args>` on the test database and the configured broker, beat ticking rollouts every
-    second and the pipeline taking traces at once."""
-    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict), "PYTHONPATH": ROOT,
-           "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "ROLLOUT_TICK_SECONDS": "1", "TRACE_QUIET_SECONDS": "0",
-           "ALERT_EVAL_INTERVAL_SECONDS": "3600",
-           "CAUSEWAY_DATA_DIR": str(settings.DATA_DIR), "DEBUG": "true"}
-    name = args[0]
-    log = open(tmp_path / f"{name}.log", "w")
-    extra = ("--schedule", str(tmp_path / "beat-schedule")) if name == "beat" else ()
-    process = subprocess.Popen([sys.executable, "-m", "celery", "-A", "governance", *args, *extra, "--loglevel=INFO"],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
+# Beat ticks rollouts every second; the pipeline takes traces at once; no alert ticks in the way.
+CELERY_SETTINGS = {"ROLLOUT_TICK_SECONDS": "1", "TRACE_QUIET_SECONDS": "0", "ALERT_EVAL_INTERVAL_SECONDS": "3600",
+                   "DEBUG": "true"}
 
 
 @pytest.fixture
 def stack(gunicorn_url, acme, tmp_path):
     """gunicorn, a worker and beat, warmed up: a first run of other agents has gone through the pipeline, so the
     worker's processes have loaded the analysis kernels before the rollout's clock starts. Yields the web address."""
-    with celery_process(tmp_path, "worker", "--pool=prefork", "--concurrency=2", "--without-gossip",
-                        "--without-mingle", "--without-heartbeat", "-n", "rollouts-e2e@%h"), \
-            celery_process(tmp_path, "beat"):
+    env = celery_env(**CELERY_SETTINGS)
+    with running(worker(env, tmp_path, "rollouts-e2e", concurrency=2), beat(env, tmp_path)):
         run_from_options({"endpoint": gunicorn_url, "key": make_key(acme), "agents": 2, "processes": 1,
                           "threads": 2, "iterations": 3, "service_name": "warm-up", "run_id": "warm-up",
                           "namespace": "warm-up", "no_progress": True}, io.StringIO(), io.StringIO())
         wait_for(lambda: Trace.objects.exists() and not Trace.objects.exclude(state=Trace.State.ANALYSED).exists(),
-                 "the warm-up traces to go through the pipeline", 300, tmp_path)
+                 300, f"the warm-up traces to go through the pipeline (logs in {tmp_path})", every=0.25)
         yield gunicorn_url
-
-
-def wait_for(condition, what: str, seconds: float, tmp_path) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"still waiting after {seconds} s for {what} (logs in {tmp_path})"
-        time.sleep(0.25)
 
 
 def rollout_now(rollout) -> Rollout:
@@ -118,11 +82,13 @@ def test_a_healthy_canary_passes_waits_for_approval_is_approved_and_promoted(sta
     release_manager = make_user("dana", acme, Role.APPROVER)
     key = make_key(acme)
     rollout = started_rollout(acme, release_manager)
-    wait_for(lambda: rollout_now(rollout).weight == 50, "the tick to set the weight", 60, tmp_path)
+    wait_for(lambda: rollout_now(rollout).weight == 50, 60,
+             f"the tick to set the weight (logs in {tmp_path})", every=0.25)
 
     summary = agents_run(stack, key, "healthy")
     assert set(summary.versions.values()) == {"1.0.0", "1.1.0"}  # the flag split the agents
-    wait_for(lambda: rollout_now(rollout).state == "paused", "the analysis", ANALYSIS_SECONDS + 90, tmp_path)
+    wait_for(lambda: rollout_now(rollout).state == "paused", ANALYSIS_SECONDS + 90,
+             f"the analysis (logs in {tmp_path})", every=0.25)
     rollout = rollout_now(rollout)
     run = AnalysisRun.objects.get(rollout=rollout)
     assert (rollout.pause_reason, run.verdict) == ("awaiting_approval", "successful"), (run.reason, run.results)
@@ -132,7 +98,8 @@ def test_a_healthy_canary_passes_waits_for_approval_is_approved_and_promoted(sta
     approved = requests.post(f"{stack}/api/v1/rollouts/{rollout.pk}/approve/", json={"version": rollout.version},
                              headers={"Authorization": f"Token {token}"}, timeout=10)
     assert approved.status_code == 200, approved.text
-    wait_for(lambda: rollout_now(rollout).state == "promoted", "the promotion", 60, tmp_path)
+    wait_for(lambda: rollout_now(rollout).state == "promoted", 60,
+             f"the promotion (logs in {tmp_path})", every=0.25)
     assert rollout_now(rollout).known_good_version == "1.1.0"
     time.sleep(1.5)  # web processes keep a flag's rollout for OFREP_CACHE_SECONDS
     assert ofrep_values(stack, key, [f"agent-{i}" for i in range(40)]) == {"1.1.0"}
@@ -142,12 +109,13 @@ def test_a_regressed_canary_fails_its_analysis_and_is_rolled_back_to_the_baselin
     release_manager = make_user("dana", acme, Role.APPROVER)
     key = make_key(acme)
     rollout = started_rollout(acme, release_manager)
-    wait_for(lambda: rollout_now(rollout).weight == 50, "the tick to set the weight", 60, tmp_path)
+    wait_for(lambda: rollout_now(rollout).weight == 50, 60,
+             f"the tick to set the weight (logs in {tmp_path})", every=0.25)
     assert ofrep_values(stack, key, [f"agent-{i}" for i in range(40)]) == {"1.0.0", "1.1.0"}
 
     agents_run(stack, key, "regressed", regression="all")
-    wait_for(lambda: rollout_now(rollout).state == "rolled_back", "the automatic rollback", ANALYSIS_SECONDS + 90,
-             tmp_path)
+    wait_for(lambda: rollout_now(rollout).state == "rolled_back", ANALYSIS_SECONDS + 90,
+             f"the automatic rollback (logs in {tmp_path})", every=0.25)
     run = AnalysisRun.objects.get(rollout=rollout)
     failed = {r["name"] for r in run.results if r["verdict"] == "failed"}
     assert run.verdict == "failed" and failed, (run.reason, run.results)

@@ -25,6 +25,7 @@ from governance.slo.services import (
     slo_create,
     slo_update,
 )
+from tests.receivers import TIMEOUT
 from tests.test_slo_rollups import a_span
 from traces.ingest import spans_store
 
@@ -194,6 +195,31 @@ def test_a_transient_failure_is_retried_with_backoff_and_a_permanent_one_is_kept
     receiver.answers = [410]
     assert tick()[1] == ["failed"]
     assert "answered 410" in Channel.objects.get().last_error
+
+
+@override_settings(NOTIFY_TIMEOUT_SECONDS=0.5)
+def test_a_receiver_that_times_out_then_fails_then_recovers_gets_the_notification_once(
+        acme, alice, webhook, receiver, clock):
+    rule_create(project=acme, actor=alice, data={**ERRORS, "for_seconds": 0})
+    calls(acme, 3, error=True)
+    receiver.hold_seconds = 1.5  # longer than the sender waits
+    receiver.answers = [TIMEOUT, 500, 500, 500]
+    _, outcomes = tick()
+    assert outcomes == ["retry"] and receiver.answered == [TIMEOUT, 500, 500], "one send: three quick tries"
+    notification = Notification.objects.get()
+    assert (notification.status, notification.attempts) == ("pending", 1)
+    assert notification.last_error.endswith("answered 500: receiver says no")
+    assert notification.next_attempt_at == timezone.now() + timedelta(seconds=30), "then it backs off"
+    clock.shift(timedelta(seconds=29))
+    assert tick()[1] == [] and len(receiver.answered) == 3, "not before its backoff is over"
+    clock.shift(timedelta(seconds=2))
+    assert tick()[1] == ["sent"] and receiver.answered[3:] == [500, 200]
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts, notification.last_error) == ("sent", 2, "")
+    clock.shift(timedelta(minutes=2))  # the alert still firing, the sends that failed are not sent again
+    tick()
+    assert len(receiver.received) == 1, "delivered once in the end"
+    assert receiver.received[0]["alerts"][0]["labels"]["alertname"] == "billing-errors"
 
 
 def test_a_notification_delivered_twice_to_workers_is_sent_once(acme, alice, webhook, receiver):
