@@ -50,13 +50,6 @@ def partition_holding(project, trace: str, span: str) -> str:
         return cursor.fetchone()[0]
 
 
-def stored(project, spans) -> None:
-    """spans_store, and their foreign key checks run as its commit runs them: the checks it defers to the
-    commit would keep a partition from being dropped in the test's own transaction."""
-    spans_store(project_id=project.pk, spans=spans)
-    connection.check_constraints()
-
-
 def day_partition(ns: int) -> str:
     return partitions.partition_of_day(partitions.day_of_ns(ns)).name
 
@@ -92,8 +85,8 @@ def test_retention_drops_the_days_past_every_retention_whole_and_deletes_shorter
     today = timezone.now().date()
     partitions.partitions_create([today - timedelta(days=n) for n in range(1, 10)])
     eight_days_ago, two_days_ago = now_ns() - 8 * DAY_NS, now_ns() - 2 * DAY_NS
-    stored(acme, [span_at(eight_days_ago, span="1"), span_at(two_days_ago, span="2")])
-    stored(globex, [span_at(two_days_ago, span="2")])
+    spans_store(project_id=acme.pk, spans=[span_at(eight_days_ago, span="1"), span_at(two_days_ago, span="2")])
+    spans_store(project_id=globex.pk, spans=[span_at(two_days_ago, span="2")])
 
     assert retention() == 1  # globex's span, past its own retention: the acme span of 8 days went with its day
 
@@ -111,7 +104,7 @@ def test_the_longest_retention_leaves_its_oldest_day_to_be_dropped_whole(acme):
     oldest_day_start = partitions.day_start_ns(timezone.now().date() - timedelta(days=3))
     within_the_oldest_day_but_past_retention = oldest_day_start + 1
     assert within_the_oldest_day_but_past_retention < now_ns() - 3 * DAY_NS
-    stored(acme, [span_at(within_the_oldest_day_but_past_retention)])
+    spans_store(project_id=acme.pk, spans=[span_at(within_the_oldest_day_but_past_retention)])
 
     assert retention() == 0
     assert Span.objects.filter(project=acme).count() == 1

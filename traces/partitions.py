@@ -111,6 +111,9 @@ def partitions_drop_before(cutoff_ns: int) -> list[str]:
         return []
     with transaction.atomic(), connection.cursor() as cursor:
         _lock(cursor)
+        # PostgreSQL refuses to drop a table with foreign key checks pending ("pending trigger events"):
+        # when called inside a transaction that wrote spans, run the checks deferred to its commit now.
+        connection.check_constraints()
         expired = [p.name for p in partitions_list() if p.upper_ns <= cutoff_ns]
         for name in expired:
             cursor.execute(f"DROP TABLE {connection.ops.quote_name(name)}")
@@ -119,6 +122,12 @@ def partitions_drop_before(cutoff_ns: int) -> list[str]:
 
 def days_ahead(today: date) -> list[date]:
     return [today + timedelta(days=n) for n in range(DAYS_AHEAD + 1)]
+
+
+def days_between(first_ns: int, last_ns: int) -> list[date]:
+    """The days from the one of `first_ns` to the one of `last_ns`, both included."""
+    first, last = day_of_ns(first_ns), day_of_ns(last_ns)
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def longest_retention_cutoff_ns(now: datetime) -> int | None:
