@@ -187,7 +187,8 @@ def main():
     parser.add_argument("--days", type=int, default=28)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="print a profile of one request")
-    parser.add_argument("--queries", action="store_true", help="print the queries of one request, slowest first")
+    parser.add_argument("--queries", action="store_true",
+                        help="print the slowest queries of one request of each page, slowest first")
     args = parser.parse_args()
 
     with own_postgres_database("causeway_bench_overview") as url, tempfile.TemporaryDirectory() as data_dir:
@@ -226,10 +227,12 @@ def main():
             from django.db import connection
             from django.test.utils import CaptureQueriesContext
 
-            with CaptureQueriesContext(connection) as captured:
-                client.get("/p/bench/")
-            for query in sorted(captured.captured_queries, key=lambda q: -float(q["time"])):
-                print(f"  {float(query['time']) * 1000:7.1f} ms  {query['sql'][:160]}")
+            for url in ["/p/bench/", *(f"/p/bench/traces/{query}" for query in SEARCHES.values())]:
+                with CaptureQueriesContext(connection) as captured:
+                    client.get(url)
+                print(url)
+                for query in sorted(captured.captured_queries, key=lambda q: -float(q["time"]))[:4]:
+                    print(f"  {float(query['time']) * 1000:7.1f} ms  {query['sql'][:400]}")
         if args.profile:
             import cProfile
             import pstats
