@@ -60,7 +60,8 @@ def project_retention(project: Project, *, deadline: float, whole_days: bool = F
         cutoff_ns -= cutoff_ns % partitions.NS_PER_DAY
     deleted = 0
     while time.monotonic() < deadline:
-        # Span's primary key is (project, trace_id, span_id): a batch is deleted by its keys.
+        # Span's primary key is (project, trace_id, span_id): a batch is deleted by its keys (and, on
+        # PostgreSQL, looked up only in the day partitions before the cutoff).
         keys = list(
             Span.objects.filter(project=project, start_ns__lt=cutoff_ns).values_list("pk", flat=True)[: settings.RETENTION_BATCH]
         )
@@ -69,5 +70,5 @@ def project_retention(project: Project, *, deadline: float, whole_days: bool = F
             # stored spans (it skips the duplicate check), so no span may outlive its trace row.
             Trace.objects.filter(project=project, end_ns__lt=cutoff_ns).exclude(state=Trace.State.OPEN).delete()
             break
-        deleted += Span.objects.filter(pk__in=keys).delete()[0]
+        deleted += Span.objects.filter(pk__in=keys, start_ns__lt=cutoff_ns).delete()[0]
     return deleted
