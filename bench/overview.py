@@ -114,7 +114,6 @@ def load(*, project, actor, spans: int, days: int, now_ns: int) -> None:
 
     from governance.slo.models import Alert, Sli, Slo
     from policies.services import policy_create
-
     from traces import partitions
 
     first = now_ns - days * NS_PER_DAY
