@@ -23,6 +23,9 @@ app.conf.beat_schedule = {
     "pipeline-sweep": {"task": "pipeline.sweep", "schedule": 2.0},
     # Retention: delete spans past each project's retention, each project with a fair share of the time.
     "traces-retention": {"task": "traces.retention", "schedule": crontab(minute="*/10")},
+    # PostgreSQL's span partitions: a week of days ahead created, days past every retention dropped whole.
+    # Hourly, though the days change daily: a run that lost its lock to ingest (lock_timeout) is soon redone.
+    "traces-span-partitions": {"task": "traces.span_partitions", "schedule": crontab(minute=7)},
     # SLI rollups older than the longest SLO window (90 days) are deleted, a batch an hour; they
     # outlive the spans they count, which retention deletes sooner.
     "slo-rollups-expire": {"task": "slo.rollups_expire", "schedule": crontab(minute=17)},

@@ -11,7 +11,11 @@ class Span(models.Model):
     Ingest is the hot path, so the table carries as few indexes as the product's
     queries allow: the primary key is (project, trace_id, span_id) itself (no id
     column, no sequence, no separate unique index) and also serves lookups by
-    project, so the foreign key gets no index of its own."""
+    project, so the foreign key gets no index of its own.
+
+    On PostgreSQL the table is partitioned by day on start_ns (traces.partitions), and the database's key
+    is (project, trace_id, span_id, start_ns), as a partitioned table's key must hold the partition key;
+    ingest keeps (project, trace_id, span_id) unique (traces.ingest)."""
 
     pk = models.CompositePrimaryKey("project", "trace_id", "span_id")
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, models
-from django.db.models import Count, IntegerField, JSONField, Min, OuterRef, Q, Subquery, TextField, Value
+from django.db.models import Count, Exists, IntegerField, JSONField, Min, OuterRef, Q, Subquery, TextField, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
@@ -114,10 +114,12 @@ def traces_search(*, project, service="", agent="", name="", status="", since=No
     if agent:
         qs = qs.filter(agents__contains=f"|{agent}|")
     if name:
-        qs = qs.filter(
-            Q(root_name=name)
-            | Q(trace_id__in=Span.objects.filter(project=project, name=name).values("trace_id"))
-        )
+        # EXISTS per trace, not IN: a common name has millions of spans, too many to hash (PostgreSQL then
+        # scanned them for every trace). A trace's spans start within its summary's times, so the probe
+        # reads one or two day partitions on PostgreSQL.
+        qs = qs.filter(Q(root_name=name) | Exists(Span.objects.filter(
+            project=project, name=name, trace_id=OuterRef("trace_id"),
+            start_ns__gte=OuterRef("start_ns"), start_ns__lte=OuterRef("end_ns"))))
     if status == "error":
         qs = qs.filter(error_count__gt=0)
     elif status == "ok":
