@@ -442,6 +442,31 @@ def findings_evidence_edges(findings: Sequence[dict], spans: Iterable[SpanRecord
     return out
 
 
+def evidence_incomplete(ex: Explanation) -> bool:
+    """Whether the spans given were too few to show the evidence: a stale read's newer write happened
+    before the read (the analysis found the path), so a pair shown unordered lacks spans its path
+    runs through, spans that ran far away in time or on a clock far off."""
+    return ex.kind == "stale_read" and any(not ev.ordered for ev in ex.evidence)
+
+
+def path_references(spans: Iterable[SpanRecord], known: Iterable[SpanRecord],
+                    ) -> tuple[set[tuple[str, str]], set[tuple[str, int]]]:
+    """Where the happens-before edges into `spans` come from, when not among `known`: spans as (trace
+    id, span id) (a parent, a linked span) and writes as (key, version) (a version read or written on)."""
+    have = {(s.trace_id, s.span_id) for s in known}
+    produced = {(s.state_key, s.state_version) for s in known
+                if s.state_key and s.write_took_effect and s.state_version is not None}
+    named, versions = set(), set()
+    for s in spans:
+        if s.parent_span_id and (s.trace_id, s.parent_span_id) not in have:
+            named.add((s.trace_id, s.parent_span_id))
+        named.update((link.trace_id, link.span_id) for link in s.links if (link.trace_id, link.span_id) not in have)
+        seen = s.state_version if s.state_op == "read" else s.state_base_version if s.state_op == "write" else None
+        if s.state_key and seen is not None and (s.state_key, seen) not in produced:
+            versions.add((s.state_key, seen))
+    return named, versions
+
+
 def _cause_evidence(child: SpanRecord, cause: SpanRecord) -> PairEvidence:
     """The edge that makes `cause` come first, although the clocks put `child` first."""
     link = child.parent_span_id != cause.span_id
