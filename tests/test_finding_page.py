@@ -14,10 +14,11 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import log_in
+from tests.worlds import relayed_stale_read
 from traces import otlp
 from traces.ingest import spans_store
 from traces.models import Finding
-from traces.records import KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, Link, make_span
+from traces.records import make_span
 from traces.services import findings_update
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -328,37 +329,6 @@ def test_a_withdrawn_finding_says_which_later_spans_withdrew_it(client, acme, al
     assert "Withdrawn" in body and "publish (agent-0, ...)" in body
     assert "Acknowledge</button>" not in body
     assert "<strong>withdrawn</strong>" in body
-
-
-def relayed_stale_read(relay_behind_ms: int = 3000):
-    """(spans, the path's edges in order) for a stale read whose path runs through a relay on a clock
-    `relay_behind_ms` behind: agent-a writes order/7 version 2 and publishes; agent-b, on the slow
-    clock, relays the message; agent-c consumes it and reads order/7 at version 1. One trace each.
-    By the timestamps the relay ran seconds away from both sides, yet it is what ordered them."""
-
-    def span(trace, n, name, agent, start_ms, end_ms, parent=0, kind=KIND_INTERNAL, links=(), **attributes):
-        shift = -relay_behind_ms if agent == "agent-b" else 0
-        return make_span(trace_id=trace * 32, span_id=f"{trace * 8}{n:08x}", name=name, kind=kind,
-                         parent_span_id=f"{trace * 8}{parent:08x}" if parent else "",
-                         start_ns=T0 + (start_ms + shift) * MS, end_ns=T0 + (end_ms + shift) * MS, links=links,
-                         attributes={"thread.id": "1", **{k.replace("_", ".", 1): v for k, v in attributes.items()}},
-                         resource_attributes={"service.name": "orders", "service.instance.id": f"proc-{agent}",
-                                              "gen_ai.agent.id": agent})
-
-    def link(s):
-        return (Link(s.trace_id, s.span_id),)
-
-    turn = span("a", 1, "agent.step", "agent-a", 0, 50, kind=KIND_SERVER)
-    write = span("a", 2, "store.write", "agent-a", 5, 10, parent=1, state_key="order/7", state_op="write",
-                 state_version=2, state_base_version=1)
-    publish = span("a", 3, "send inbox-b", "agent-a", 12, 13, parent=1, kind=KIND_PRODUCER)
-    relay = span("b", 1, "relay inbox-b", "agent-b", 15, 40, kind=KIND_CONSUMER, links=link(publish))
-    forward = span("b", 2, "send inbox-c", "agent-b", 30, 31, parent=1, kind=KIND_PRODUCER)
-    consume = span("c", 1, "process inbox-c", "agent-c", 35, 60, kind=KIND_CONSUMER, links=link(forward))
-    read = span("c", 2, "store.read", "agent-c", 40, 45, parent=1, state_key="order/7", state_op="read",
-                state_version=1)
-    path = [(write, publish), (publish, relay), (relay, forward), (forward, consume), (consume, read)]
-    return [turn, write, publish, relay, forward, consume, read], [(a.span_id, b.span_id) for a, b in path]
 
 
 def test_a_stale_reads_path_through_spans_seconds_away_is_drawn_edge_by_edge(client, acme, alice):
