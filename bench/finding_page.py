@@ -7,9 +7,9 @@ one), migrates it and drops it at the end. Two worlds are stored in one project 
 live analysis stage (`findings_update`), not timed: the bench world of bench/analysis.py
 (--world-spans spans of agents, tools, locks, messages and planted bugs) and the demo's: one small
 `simulate` run per bug flag (real agent processes and OpenTelemetry, --agents 3 --iterations 6),
-each in a namespace of its own, so all seven kinds are there. In the middle of the bench world, a
-stale read whose path runs through a relay on a clock 3 s behind (tests/worlds.py): the page
-follows that path back beyond the spans around the finding.
+each in a namespace of its own, so all seven kinds are there. At the end of the bench world, a stale
+read whose path runs through a relay on a clock 3 s behind (tests/worlds.py), always timed: the
+page follows that path back beyond the spans around the finding.
 
 What is timed: GET /p/<project>/findings/<id>/ through Django's test client, for up to --per-kind
 findings of each kind (the newest), three times each, the best of three taken (the machine is
@@ -38,6 +38,7 @@ from tests.worlds import relayed_stale_read
 
 BUGS = ("no-cas", "no-lock", "idempotency-bypass", "stale-cache", "double-grant", "clock-skew", "dropped-parent")
 BUDGET_MS = 300
+RELAYED_KEY = "relayed/order"
 
 
 def simulated_spans(bug: str, workdir: str) -> list:
@@ -91,8 +92,8 @@ def main() -> None:
         project = Project.objects.create(name="bench", slug="bench")
         started = time.perf_counter()
         world = World(seed=args.seed).run(args.world_spans)[:args.world_spans]
-        middle = (min(s.start_ns for s in world) + max(s.end_ns for s in world)) // 2
-        worlds = [world, relayed_stale_read(t0=middle, key="relayed/order")[0]]
+        last = max(s.end_ns for s in world)
+        worlds = [world, relayed_stale_read(t0=last - 20_000_000, key=RELAYED_KEY)[0]]
         worlds += [simulated_spans(bug, data_dir) for bug in BUGS]
         for spans in worlds:
             for at in range(0, len(spans), 5000):
@@ -111,6 +112,8 @@ def main() -> None:
         for kind in KINDS:
             ids = list(Finding.objects.filter(project=project, kind=kind).order_by("-first_ns")
                        .values_list("pk", flat=True)[:args.per_kind])
+            ids += Finding.objects.filter(project=project, kind=kind, key=RELAYED_KEY).exclude(pk__in=ids).values_list(
+                "pk", flat=True)
             times = []
             for pk in ids:
                 best = None
