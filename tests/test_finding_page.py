@@ -335,7 +335,13 @@ def test_a_stale_reads_path_through_spans_seconds_away_is_drawn_edge_by_edge(cli
     from tests.test_timeline import page_timeline_data
 
     spans, path = relayed_stale_read()
-    store_and_analyse(acme, spans)
+    # agent-c's next access, in a trace of its own: drawn as a neighbour, its detail read whole
+    neighbour = make_span(trace_id="d" * 32, span_id="d" * 16, name="store.read", start_ns=T0 + 50 * MS,
+                          end_ns=T0 + 52 * MS, attributes={"state.key": "order/8", "state.op": "read",
+                                                           "state.version": 3, "thread.id": "1", "cache.hit": True},
+                          resource_attributes={"service.name": "orders", "service.instance.id": "proc-agent-c",
+                                               "gen_ai.agent.id": "agent-c"})
+    store_and_analyse(acme, spans + [neighbour])
     finding = first_finding(acme, "stale_read")
     by_id = {s.span_id: s for s in spans}
     sides = [by_id[i] for i in finding.span_ids]
@@ -347,6 +353,7 @@ def test_a_stale_reads_path_through_spans_seconds_away_is_drawn_edge_by_edge(cli
     ids = data["spans"]["id"]
     evidence = [(ids[a], ids[b]) for a, b, kind in data["edges"] if kind == "evidence"]
     assert evidence == path
+    assert data["details"][ids.index(neighbour.span_id)]["attributes"]["cache.hit"] is True
     assert "happened before" in body and "a chain of 5 edges" in body
     for a, b in path:
         assert by_id[a].name in body and by_id[b].name in body

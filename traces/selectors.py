@@ -276,7 +276,9 @@ def finding_context_spans(*, project, finding: Finding) -> list[SpanRecord]:
     around = (Span.objects.filter(project=project, start_ns__gte=low - FINDING_CONTEXT_NS, start_ns__lte=high,
                                   end_ns__gte=low)
               .order_by("start_ns", "span_id")[:FINDING_CONTEXT_MAX])
-    records = {(s.trace_id, s.span_id): s for s in span_records(around, resource=False)}
+    # Bare (no attributes or events): the graph reads neither, and decoding them was a third of loading
+    # thousands of spans; finding_explanation reads the few drawn ones whole.
+    records = {(s.trace_id, s.span_id): s for s in span_records(around, resource=False, bare=True)}
     small = Trace.objects.filter(project=project, trace_id__in=finding.trace_ids,
                                  span_count__lte=FINDING_TRACE_WHOLE_MAX).values("trace_id")
     for s in span_records(Span.objects.filter(project=project, trace_id__in=small), resource=False):
@@ -312,7 +314,7 @@ def finding_explanation(*, project, finding: Finding) -> Explanation:
 
     ex = explained(spans)
     if not evidence_incomplete(ex) or not ex.sides:
-        return ex
+        return _drawn_whole(project, ex)
     records = {(s.trace_id, s.span_id): s for s in spans}
     horizon = analysis_horizon_ns(project)
     low = min(s.start_ns for s in ex.sides) - horizon
@@ -327,6 +329,18 @@ def finding_explanation(*, project, finding: Finding) -> Explanation:
         ex = explained(records.values())
         if not evidence_incomplete(ex) or len(records) >= FINDING_PATH_MAX:
             break
+    return _drawn_whole(project, ex)
+
+
+def _drawn_whole(project, ex: Explanation) -> Explanation:
+    """The explanation with its slice's spans read whole (attributes and events, for the bars' detail)."""
+    pairs = Q()
+    for s in ex.slice:
+        pairs |= Q(trace_id=s.trace_id, span_id=s.span_id)
+    if ex.slice:
+        whole = {(s.trace_id, s.span_id): s for s in span_records(Span.objects.filter(pairs, project=project),
+                                                                   resource=False)}
+        ex.slice = [whole.get((s.trace_id, s.span_id), s) for s in ex.slice]
     return ex
 
 
