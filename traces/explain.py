@@ -137,7 +137,6 @@ class HappensBefore:
         producers: dict[tuple[str, int], list[int]] = defaultdict(list)
         sections: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(recs):
-            out[2 * i].append((2 * i + 1, DURING, ""))
             p = self.index.get((s.trace_id, s.parent_span_id), -1) if s.parent_span_id else -1
             if p >= 0 and p != i:
                 parent = recs[p]
@@ -190,6 +189,8 @@ class HappensBefore:
                         out[2 * a + 1].append((2 * b, LOCK, "one process, one after the other"))
 
     def _successors(self, u: int, chain_cut: dict[str, int]):
+        if not u & 1:  # a span's start precedes its end: not stored, there is one such edge per span
+            yield u + 1, DURING, ""
         yield from self.out.get(u, ())
         if u & 1:  # program order: every span of the chain that starts once this one ended
             s = self.recs[u >> 1]
