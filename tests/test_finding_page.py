@@ -220,6 +220,16 @@ def test_a_finding_of_another_project_is_not_found(client, acme, globex, alice, 
     assert client.get(f"/p/acme/findings/{finding.pk}/").status_code == 404
 
 
+def test_a_finding_whose_spans_retention_deleted_still_opens(client, acme, alice):
+    # Retention drops spans before the findings that name them; the page must say so, not fail.
+    finding = Finding.objects.create(project=acme, kind="lost_update", key="order/42", fingerprint="f" * 64,
+                                     detail="agent A's write of order/42 was lost", trace_ids=[], span_ids=[])
+    client.force_login(alice)
+    response = client.get(f"/p/acme/findings/{finding.pk}/")
+    assert response.status_code == 200
+    assert "agent A&#x27;s write of order/42 was lost" in response.content.decode()
+
+
 def test_causality_violations_name_spans_and_agents_not_raw_ids(acme, simulated):
     spans = simulated("clock-skew")
     store_and_analyse(acme, spans)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, models
 from django.db.models import Count, Exists, IntegerField, JSONField, Min, OuterRef, Q, Subquery, TextField, Value
 from django.db.models.expressions import RawSQL
@@ -190,7 +191,10 @@ def span_records(qs, *, resource: bool = True, chunk_size: int = 5000, bare: boo
     columns = _RECORD_COLUMNS + (_RESOURCE_COLUMNS if resource else ())
     if bare:
         columns = tuple(Value(None, JSONField()) if c in ("attributes", "events") else c for c in columns)
-    sql, params = qs.values_list(*columns).query.sql_with_params()
+    try:
+        sql, params = qs.values_list(*columns).query.sql_with_params()
+    except EmptyResultSet:  # a filter nothing can match (e.g. `__in=[]`): the ORM would return no rows
+        return
     loads = json.loads
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
