@@ -6,8 +6,10 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.utils import timezone
+from playwright.sync_api import expect
 
-from tests.conftest import api_as
+from tests.conftest import api_as, log_in
+from tests.test_finding_page import shot
 from traces.models import Trace
 from traces.selectors import TRACE_COUNT_CAP, ns_of, traces_search
 
@@ -104,3 +106,18 @@ def test_longest_first_reads_the_duration_index_instead_of_sorting(acme):
             cursor.execute("SET LOCAL enable_sort = off")
     plan = traces.explain()
     assert "trace_project_duration" in plan
+
+
+@pytest.mark.browser
+def test_a_person_pages_through_a_capped_count_in_the_browser(transactional_db, live_server, page, acme, alice):
+    add_traces(acme, MANY, first_ns=ns_of(timezone.now() - timedelta(days=2)))
+    log_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/p/acme/traces/")
+    expect(page.locator(".trace-count")).to_contain_text("1,000+ traces")
+    expect(page.locator(".pager")).to_contain_text("Page 1 of 20+")
+    shot(page, "traces-capped-count")
+    page.click("text=Older →")
+    expect(page.locator(".pager")).to_contain_text("Page 2 of 21+")
+    expect(page.locator("tr.trace-row")).to_have_count(50)
+    page.locator(".pager").scroll_into_view_if_needed()
+    shot(page, "traces-capped-count-page-2")
