@@ -53,6 +53,12 @@ def test_paging_on_past_the_cap_reaches_the_oldest_trace_with_an_exact_count(log
     assert f"{0:032x}" in last and "Older" not in last
 
 
+def test_a_page_past_the_end_of_more_than_the_cap_shows_the_true_last_page(logged_in, many_traces):
+    page = logged_in.get("/p/acme/traces/?page=99").content.decode()
+    assert f"{MANY:,} traces" in page and "Page 22 of 22<" in page
+    assert f"{0:032x}" in page
+
+
 def test_a_page_past_the_end_shows_the_last_page(logged_in, acme):
     add_traces(acme, 70, first_ns=ns_of(timezone.now() - timedelta(days=1)))
     page = logged_in.get("/p/acme/traces/?page=9999999999999999999").content.decode()
@@ -67,9 +73,9 @@ def test_the_api_count_is_capped_the_same_way_and_says_so(alice, many_traces):
     assert "offset=100" in first["next"]
     tail = client.get("/api/v1/traces/?project=acme&limit=100&offset=1000").json()
     assert (tail["count"], tail["count_capped"], len(tail["results"]), tail["next"]) == (MANY, False, 60, None)
-    # Past the end, counted from the start again (up to the cap): what a client can page back to.
+    # Past the end, counted exactly: what a client can page back to.
     past = client.get("/api/v1/traces/?project=acme&offset=5000").json()
-    assert (past["count"], past["count_capped"], past["results"], past["next"]) == (TRACE_COUNT_CAP, True, [], None)
+    assert (past["count"], past["count_capped"], past["results"], past["next"]) == (MANY, False, [], None)
 
 
 def test_the_lookback_keeps_the_traces_that_started_in_it(logged_in, alice, acme, clock):

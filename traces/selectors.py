@@ -150,10 +150,12 @@ def traces_count(traces, *, offset: int = 0) -> tuple[int, bool]:
     `offset`; capped says there are more (the count is then a lower bound, shown "1,000+" as Jaeger and
     Tempo do). An exact count of a million matches read them all; this reads at most offset + cap + 1,
     in any order (how many there are does not depend on it)."""
-    found = traces.order_by().values("pk")[offset:offset + TRACE_COUNT_CAP + 1].count()
+    matches = traces.order_by().values("pk")
+    found = matches[offset:offset + TRACE_COUNT_CAP + 1].count()
     if offset and not found:
-        # Past the end: the count from the start, so the pager can go back to the last page.
-        return traces_count(traces)
+        # Past the end: there are fewer than `offset`, counted exactly (no more than reading up to the
+        # offset costs) so the pager goes back to the true last page.
+        return matches[:offset].count(), False
     return offset + min(found, TRACE_COUNT_CAP), found > TRACE_COUNT_CAP
 
 
