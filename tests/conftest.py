@@ -6,6 +6,7 @@ alice is admin of "acme", bob a viewer of "acme", charlie admin of "globex".
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,6 +15,14 @@ import pytest
 
 # Django is imported inside the fixtures, so the pure-core tests also run with `-p no:django`.
 CHROMIUM = "/usr/bin/chromium"
+
+
+def served_from_here(body: str) -> list[str]:
+    """The page's script and stylesheet URLs, asserted to be this server's own (no CDN: the app works
+    offline). Not `"cdn" not in body`: a random CSRF token can spell it."""
+    urls = re.findall(r'<script[^>]* src="([^"]+)"', body) + re.findall(r'<link[^>]* href="([^"]+)"', body)
+    assert all(url.startswith("/") and not url.startswith("//") for url in urls), urls
+    return urls
 
 
 def make_user(username: str, project=None, role: str = "viewer"):

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 import random
 
-from traces.records import KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, STATUS_ERROR, Link, SpanRecord, make_span
+from traces.records import (
+    KIND_CONSUMER,
+    KIND_INTERNAL,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    STATUS_ERROR,
+    Link,
+    SpanRecord,
+    make_span,
+)
 
 MS = 1_000_000
 T0 = 1_700_000_000_000 * MS
@@ -108,3 +117,34 @@ class _World:
                 resource_attributes=self.resource))
         else:
             self._child("write", 3 * MS, attributes, status=STATUS_ERROR if rng.random() < 0.05 else 0)
+
+
+def relayed_stale_read(relay_behind_ms: int = 3000, *, t0: int = T0, key: str = "order/7"):
+    """(spans, the path's edges in order) for a stale read whose path runs through a relay on a clock
+    `relay_behind_ms` behind: agent-a writes `key` version 2 and publishes; agent-b, on the slow
+    clock, relays the message; agent-c consumes it and reads it at version 1. One trace each.
+    By the timestamps the relay ran seconds away from both sides, yet it is what ordered them."""
+
+    def span(trace, n, name, agent, start_ms, end_ms, parent=0, kind=KIND_INTERNAL, links=(), **attributes):
+        shift = -relay_behind_ms if agent == "agent-b" else 0
+        return make_span(trace_id=trace * 32, span_id=f"{trace * 8}{n:08x}", name=name, kind=kind,
+                         parent_span_id=f"{trace * 8}{parent:08x}" if parent else "",
+                         start_ns=t0 + (start_ms + shift) * MS, end_ns=t0 + (end_ms + shift) * MS, links=links,
+                         attributes={"thread.id": "1", **{k.replace("_", ".", 1): v for k, v in attributes.items()}},
+                         resource_attributes={"service.name": "orders", "service.instance.id": f"proc-{agent}",
+                                              "gen_ai.agent.id": agent})
+
+    def link(s):
+        return (Link(s.trace_id, s.span_id),)
+
+    turn = span("a", 1, "agent.step", "agent-a", 0, 50, kind=KIND_SERVER)
+    write = span("a", 2, "store.write", "agent-a", 5, 10, parent=1, state_key=key, state_op="write",
+                 state_version=2, state_base_version=1)
+    publish = span("a", 3, "send inbox-b", "agent-a", 12, 13, parent=1, kind=KIND_PRODUCER)
+    relay = span("b", 1, "relay inbox-b", "agent-b", 15, 40, kind=KIND_CONSUMER, links=link(publish))
+    forward = span("b", 2, "send inbox-c", "agent-b", 30, 31, parent=1, kind=KIND_PRODUCER)
+    consume = span("c", 1, "process inbox-c", "agent-c", 35, 60, kind=KIND_CONSUMER, links=link(forward))
+    read = span("c", 2, "store.read", "agent-c", 40, 45, parent=1, state_key=key, state_op="read",
+                state_version=1)
+    path = [(write, publish), (publish, relay), (relay, forward), (forward, consume), (consume, read)]
+    return [turn, write, publish, relay, forward, consume, read], [(a.span_id, b.span_id) for a, b in path]

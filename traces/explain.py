@@ -137,7 +137,6 @@ class HappensBefore:
         producers: dict[tuple[str, int], list[int]] = defaultdict(list)
         sections: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(recs):
-            out[2 * i].append((2 * i + 1, DURING, ""))
             p = self.index.get((s.trace_id, s.parent_span_id), -1) if s.parent_span_id else -1
             if p >= 0 and p != i:
                 parent = recs[p]
@@ -190,6 +189,8 @@ class HappensBefore:
                         out[2 * a + 1].append((2 * b, LOCK, "one process, one after the other"))
 
     def _successors(self, u: int, chain_cut: dict[str, int]):
+        if not u & 1:  # a span's start precedes its end: not stored, there is one such edge per span
+            yield u + 1, DURING, ""
         yield from self.out.get(u, ())
         if u & 1:  # program order: every span of the chain that starts once this one ended
             s = self.recs[u >> 1]
@@ -203,8 +204,10 @@ class HappensBefore:
                     if j != u >> 1:
                         yield 2 * j, PROGRAM_ORDER, ""
 
-    def search(self, origin: int) -> dict[int, tuple[int, str, str]]:
-        """Breadth first from node `origin`: every node reached, with the edge it was reached by."""
+    def search(self, origin: int, target: int = -1) -> dict[int, tuple[int, str, str]]:
+        """Breadth first from node `origin`: every node reached, with the edge it was reached by;
+        only until `target` is reached when one is given (its shortest path is then known, and the
+        rest of the window, thousands of spans when the two sides are seconds apart, is not walked)."""
         came: dict[int, tuple[int, str, str]] = {origin: (-1, "", "")}
         chain_cut: dict[str, int] = {}
         todo = deque([origin])
@@ -213,6 +216,8 @@ class HappensBefore:
             for v, reason, note in self._successors(u, chain_cut):
                 if v not in came:
                     came[v] = (u, reason, note)
+                    if v == target:
+                        return came
                     todo.append(v)
         return came
 
@@ -233,7 +238,7 @@ class HappensBefore:
 
     def path(self, a: int, b: int) -> list[Step] | None:
         """The shortest path from a's end to b's start, or None when a did not happen before b."""
-        came = self.search(2 * a + 1)
+        came = self.search(2 * a + 1, 2 * b)
         return self.steps_to(came, 2 * b) if 2 * b in came else None
 
 
@@ -243,11 +248,11 @@ class HappensBefore:
 
 def pair_evidence(hb: HappensBefore, a: int, b: int) -> PairEvidence:
     recs = hb.recs
-    forward = hb.search(2 * a + 1)
+    forward = hb.search(2 * a + 1, 2 * b)  # when no path, every node reached: the near edges come from it
     if 2 * b in forward:
         ev = PairEvidence(recs[a], recs[b], True, hb.steps_to(forward, 2 * b))
     else:
-        backward = hb.search(2 * b + 1)
+        backward = hb.search(2 * b + 1, 2 * a)
         if 2 * a in backward:
             ev = PairEvidence(recs[b], recs[a], True, hb.steps_to(backward, 2 * a))
         else:
@@ -440,6 +445,31 @@ def findings_evidence_edges(findings: Sequence[dict], spans: Iterable[SpanRecord
         idxs, missing = _locate(hb, f["span_ids"], f["trace_ids"])
         out[f["id"]] = (edges_of(_evidence(hb, f["kind"], idxs)), len(missing))
     return out
+
+
+def evidence_incomplete(ex: Explanation) -> bool:
+    """Whether the spans given were too few to show the evidence: a stale read's newer write happened
+    before the read (the analysis found the path), so a pair shown unordered lacks spans its path
+    runs through, spans that ran far away in time or on a clock far off."""
+    return ex.kind == "stale_read" and any(not ev.ordered for ev in ex.evidence)
+
+
+def path_references(spans: Iterable[SpanRecord], known: Iterable[SpanRecord],
+                    ) -> tuple[set[tuple[str, str]], set[tuple[str, int]]]:
+    """Where the happens-before edges into `spans` come from, when not among `known`: spans as (trace
+    id, span id) (a parent, a linked span) and writes as (key, version) (a version read or written on)."""
+    have = {(s.trace_id, s.span_id) for s in known}
+    produced = {(s.state_key, s.state_version) for s in known
+                if s.state_key and s.write_took_effect and s.state_version is not None}
+    named, versions = set(), set()
+    for s in spans:
+        if s.parent_span_id and (s.trace_id, s.parent_span_id) not in have:
+            named.add((s.trace_id, s.parent_span_id))
+        named.update((link.trace_id, link.span_id) for link in s.links if (link.trace_id, link.span_id) not in have)
+        seen = s.state_version if s.state_op == "read" else s.state_base_version if s.state_op == "write" else None
+        if s.state_key and seen is not None and (s.state_key, seen) not in produced:
+            versions.add((s.state_key, seen))
+    return named, versions
 
 
 def _cause_evidence(child: SpanRecord, cause: SpanRecord) -> PairEvidence:

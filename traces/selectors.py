@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from django.db.models.functions import Cast, Coalesce
 
 from governance.models import AuditRecord
 from governance.selectors import projects_for_user
+from traces.explain import Explanation, evidence_incomplete, explain, path_references
 from traces.models import TRACE_DURATION, Finding, FindingSpan, Span, Trace
 from traces.records import Link, SpanRecord, chain_and_clock
 
@@ -199,31 +201,44 @@ _RESOURCE_COLUMNS = ("resource_attributes", "scope_name", "scope_version", "reso
 
 
 def span_records(qs, *, resource: bool = True, chunk_size: int = 5000, bare: bool = False) -> Iterator[SpanRecord]:
-    """Stored spans as the plain records the analysis and policy cores read, streamed in chunks.
+    """Stored spans as the plain records the analysis and policy cores read, in chunks.
     Without `resource`, resource attributes, scope and schema URLs are left empty (timelines
     and the happens-before analysis do not read them). `bare` leaves attributes and events empty
-    too: the happens-before analysis reads neither, and decoding their JSON was a third of loading."""
+    too: the happens-before analysis reads neither, and decoding their JSON was a third of loading.
+
+    The rows are read with the queryset's own SQL on a plain cursor and turned into records here:
+    Django's per-row converters were most of the time it took to load the tens of thousands of
+    spans an analysis run or a finding page reads. Both backends hand JSON columns over as text."""
     columns = _RECORD_COLUMNS + (_RESOURCE_COLUMNS if resource else ())
     if bare:
         columns = tuple(Value(None, JSONField()) if c in ("attributes", "events") else c for c in columns)
-    for row in qs.values_list(*columns).iterator(chunk_size=chunk_size):
-        (trace_id, span_id, parent, name, kind, start, end, status_code, status_message, service, version, instance,
-         agent, thread, key, op, state_version, base, conflict, idem, outcome, lock, token, attributes, events,
-         links) = row[:26]
-        chain, clock = chain_and_clock(instance, thread, agent)
-        record = SpanRecord(
-            trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name, kind=kind, start_ns=start,
-            end_ns=end, status_code=status_code, status_message=status_message, service_name=service,
-            service_version=version, instance_id=instance, agent=agent, thread_id=thread, chain=chain, clock=clock,
-            state_key=key, state_op=op, state_version=state_version, state_base_version=base,
-            state_conflict=conflict, idempotency_key=idem, idempotency_outcome=outcome, lock_name=lock,
-            lock_fencing_token=token, attributes=attributes or {}, events=events or [],
-            links=tuple(Link(l["trace_id"], l["span_id"], l.get("attributes") or {}) for l in links) if links else (),
-        )
-        if resource:
-            (record.resource_attributes, record.scope_name, record.scope_version, record.resource_schema_url,
-             record.scope_schema_url) = row[26:]
-        yield record
+    sql, params = qs.values_list(*columns).query.sql_with_params()
+    loads = json.loads
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(chunk_size):
+            for row in rows:
+                (trace_id, span_id, parent, name, kind, start, end, status_code, status_message, service, version,
+                 instance, agent, thread, key, op, state_version, base, conflict, idem, outcome, lock, token,
+                 attributes, events, links) = row[:26]
+                chain, clock = chain_and_clock(instance, thread, agent)
+                links = loads(links) if links and links != "[]" else None
+                record = SpanRecord(
+                    trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name, kind=kind, start_ns=start,
+                    end_ns=end, status_code=status_code, status_message=status_message, service_name=service,
+                    service_version=version, instance_id=instance, agent=agent, thread_id=thread, chain=chain,
+                    clock=clock, state_key=key, state_op=op, state_version=state_version, state_base_version=base,
+                    state_conflict=bool(conflict), idempotency_key=idem, idempotency_outcome=outcome, lock_name=lock,
+                    lock_fencing_token=token, attributes=loads(attributes) if attributes else {},
+                    events=loads(events) if events else [],
+                    links=tuple(Link(l["trace_id"], l["span_id"], l.get("attributes") or {}) for l in links)
+                    if links else (),
+                )
+                if resource:
+                    resource_attributes, record.scope_name, record.scope_version, record.resource_schema_url, \
+                        record.scope_schema_url = row[26:]
+                    record.resource_attributes = loads(resource_attributes) if resource_attributes else {}
+                yield record
 
 
 def span_records_of_trace(*, project, trace_id: str) -> list[SpanRecord]:
@@ -299,12 +314,105 @@ def finding_context_spans(*, project, finding: Finding) -> list[SpanRecord]:
     around = (Span.objects.filter(project=project, start_ns__gte=low - FINDING_CONTEXT_NS, start_ns__lte=high,
                                   end_ns__gte=low)
               .order_by("start_ns", "span_id")[:FINDING_CONTEXT_MAX])
-    records = {(s.trace_id, s.span_id): s for s in span_records(around, resource=False)}
+    # Bare (no attributes or events): the graph reads neither, and decoding them was a third of loading
+    # thousands of spans; finding_explanation reads the few drawn ones whole.
+    records = {(s.trace_id, s.span_id): s for s in span_records(around, resource=False, bare=True)}
     small = Trace.objects.filter(project=project, trace_id__in=finding.trace_ids,
                                  span_count__lte=FINDING_TRACE_WHOLE_MAX).values("trace_id")
     for s in span_records(Span.objects.filter(project=project, trace_id__in=small), resource=False):
         records[(s.trace_id, s.span_id)] = s
     return sorted(records.values(), key=lambda s: (s.start_ns, s.span_id))
+
+
+def analysis_horizon_ns(project) -> int:
+    """How far in event time the analysis looks around new spans: the project's analysis window,
+    or ANALYSIS_HORIZON_SECONDS when that is set and shorter."""
+    window_ns = project.analysis_window_minutes * 60 * 1_000_000_000
+    if settings.ANALYSIS_HORIZON_SECONDS <= 0:
+        return window_ns
+    return min(window_ns, int(settings.ANALYSIS_HORIZON_SECONDS * 1_000_000_000))
+
+
+FINDING_PATH_HOPS = 4  # rounds of following a path back from trace to trace
+FINDING_PATH_MAX = 5_000  # spans loaded in all while following it
+FINDING_PATH_REFERENCES = 200  # spans or versions asked for in one round
+
+
+def finding_explanation(*, project, finding: Finding) -> Explanation:
+    """The finding explained (traces.explain) over the spans around it. When those lack a path the
+    analysis found (its spans ran far away in time, or on a clock far off), the path is followed
+    back from the finding's traces, trace by trace, through the spans the loaded ones name (parent,
+    linked span) and the writes of the versions they read, within the analysis horizon: each hop
+    loads only the traces named, a few queries on the primary key and the state-key index."""
+    spans = finding_context_spans(project=project, finding=finding)
+
+    def explained(records) -> Explanation:
+        return explain(kind=finding.kind, key=finding.key, span_ids=finding.span_ids, trace_ids=finding.trace_ids,
+                       detail=finding.detail, spans=records)
+
+    ex = explained(spans)
+    if not evidence_incomplete(ex) or not ex.sides:
+        return _drawn_whole(project, ex)
+    records = {(s.trace_id, s.span_id): s for s in spans}
+    horizon = analysis_horizon_ns(project)
+    low = min(s.start_ns for s in ex.sides) - horizon
+    high = max(s.end_ns for s in ex.sides) + horizon
+    frontier = [s for s in spans if s.trace_id in set(finding.trace_ids)]
+    for _ in range(FINDING_PATH_HOPS):
+        frontier = [s for s in _named_spans(project, frontier, records, low, high)
+                    if (s.trace_id, s.span_id) not in records]
+        if not frontier:
+            break
+        records.update(((s.trace_id, s.span_id), s) for s in frontier)
+        ex = explained(records.values())
+        if not evidence_incomplete(ex) or len(records) >= FINDING_PATH_MAX:
+            break
+    return _drawn_whole(project, ex)
+
+
+def _drawn_whole(project, ex: Explanation) -> Explanation:
+    """The explanation with its slice's spans read whole (attributes and events, for the bars' detail)."""
+    pairs = Q()
+    for s in ex.slice:
+        pairs |= Q(trace_id=s.trace_id, span_id=s.span_id)
+    if ex.slice:
+        whole = {(s.trace_id, s.span_id): s for s in span_records(Span.objects.filter(pairs, project=project),
+                                                                   resource=False)}
+        ex.slice = [whole.get((s.trace_id, s.span_id), s) for s in ex.slice]
+    return ex
+
+
+def _named_spans(project, spans: list[SpanRecord], known: dict, low: int, high: int) -> list[SpanRecord]:
+    """The traces (whole when small, else the span alone) of the spans these spans name and that are
+    not `known`: parents, linked spans, and the writes of the versions they read or wrote on."""
+    named, versions = path_references(spans, known.values())
+    named, versions = sorted(named)[:FINDING_PATH_REFERENCES], sorted(versions)[:FINDING_PATH_REFERENCES]
+    if not named and not versions:
+        return []
+    found: list[tuple[str, str]] = []
+    if named:
+        by_pair = Q()
+        for trace_id, span_id in named:
+            by_pair |= Q(trace_id=trace_id, span_id=span_id)
+        found += Span.objects.filter(by_pair, project=project).values_list("trace_id", "span_id")
+    if versions:
+        writes = Q()
+        for key, version in versions:
+            writes |= Q(state_key=key, state_version=version)
+        found += (Span.objects.filter(writes, project=project, state_op="write", start_ns__gte=low, start_ns__lte=high)
+                  .values_list("trace_id", "span_id")[:FINDING_PATH_REFERENCES])
+    if not found:
+        return []
+    traces = {t for t, _ in found}
+    small = list(Trace.objects.filter(project=project, trace_id__in=traces, span_count__lte=FINDING_TRACE_WHOLE_MAX,
+                                      start_ns__lte=high, end_ns__gte=low).values_list("trace_id", flat=True))
+    alone = Q()
+    for trace_id, span_id in found:
+        if trace_id not in small:
+            alone |= Q(trace_id=trace_id, span_id=span_id)
+    wanted = Q(trace_id__in=small) | alone if alone else Q(trace_id__in=small)
+    return list(span_records(Span.objects.filter(wanted, project=project, start_ns__gte=low, start_ns__lte=high)
+                             .order_by("start_ns", "span_id")[:FINDING_PATH_MAX], resource=False))
 
 
 _HISTORY_WORDS = {"finding.acknowledge": "acknowledged"}

@@ -8,7 +8,6 @@ import time
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -20,7 +19,7 @@ from traces.analysis import Finding as FoundFinding
 from traces.analysis import HappensBefore, analyse_revised
 from traces.models import Finding, FindingSpan, Span, Trace, member_text
 from traces.records import SpanRecord
-from traces.selectors import span_records
+from traces.selectors import analysis_horizon_ns, span_records
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +64,6 @@ def finding_fingerprint(found: FoundFinding) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _horizon_ns(project: Project) -> int:
-    window_ns = project.analysis_window_minutes * 60 * 1_000_000_000
-    if settings.ANALYSIS_HORIZON_SECONDS <= 0:
-        return window_ns
-    return min(window_ns, int(settings.ANALYSIS_HORIZON_SECONDS * 1_000_000_000))
-
-
 def _region_spans(project: Project, new: list[SpanRecord]) -> list[SpanRecord]:
     """The spans a run analyses with the spans of traces that turned quiet: every trace that has a
     span within the analysis horizon (event time) before their earliest span or after their latest,
@@ -84,7 +76,7 @@ def _region_spans(project: Project, new: list[SpanRecord]) -> list[SpanRecord]:
     rate, whatever the window.
     """
     low, high = min(s.start_ns for s in new), max(s.end_ns for s in new)
-    horizon = _horizon_ns(project)
+    horizon = analysis_horizon_ns(project)
     nearby = Trace.objects.filter(project=project, start_ns__lte=high + horizon,
                                   end_ns__gte=low - horizon).values("trace_id")
     return list(span_records(Span.objects.filter(project=project, trace_id__in=nearby), resource=False, bare=True))

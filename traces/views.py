@@ -18,12 +18,12 @@ from governance.services import client_address
 from governance.views import page_action, page_allows, page_object, page_project
 from policies.selectors import violations_search
 from traces.analysis import KINDS
-from traces.explain import DOCS_PAGE, explain, findings_evidence_edges, name_of, step_text
+from traces.explain import DOCS_PAGE, findings_evidence_edges, name_of, step_text
 from traces.models import Finding, Trace
 from traces.selectors import (
     LAST_CHOICES,
     analysis_lag,
-    finding_context_spans,
+    finding_explanation,
     finding_history,
     findings_of_trace,
     findings_search,
@@ -229,9 +229,7 @@ def finding_detail(request, slug, finding_id):
     versions, what it means and what fixes it."""
     project = page_project(request, slug)
     finding = get_object_or_404(Finding.objects.select_related("acknowledged_by"), project=project, pk=finding_id)
-    spans = finding_context_spans(project=project, finding=finding)
-    ex = explain(kind=finding.kind, key=finding.key, span_ids=finding.span_ids, trace_ids=finding.trace_ids,
-                 detail=finding.detail, spans=spans)
+    ex = finding_explanation(project=project, finding=finding)
     shown = finding_dict(finding, slug)
     data = timeline_build(ex.slice, mode="trace", title=f"finding {finding.pk}", findings=[shown], critical=False,
                           causal=False, extra_edges=ex.evidence_edges)
