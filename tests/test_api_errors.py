@@ -119,7 +119,9 @@ LIST_ENDPOINTS = [
 @pytest.mark.parametrize("endpoint", LIST_ENDPOINTS)
 def test_every_list_answers_the_one_envelope(alice, acme_trace, endpoint):
     body = api_as(alice).get(endpoint + "?limit=1").json()
-    assert set(body) == {"count", "next", "previous", "results"}
+    # The traces' count stops 1,000 past the offset (a million traces are not counted): it says when.
+    extra = {"count_capped"} if endpoint == "/api/v1/traces/" else set()
+    assert set(body) == {"count", "next", "previous", "results"} | extra
     assert isinstance(body["results"], list) and len(body["results"]) <= 1
 
 

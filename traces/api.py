@@ -5,10 +5,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.api.inputs import ProjectQuery, query, query_project
+from governance.api.pagination import ApiPagination
 from governance.selectors import project_for_user
 from governance.services import client_address
 from traces.records import STATUS_NAMES
-from traces.selectors import finding_get, findings_search, key_accesses, spans_of_trace, trace_get, traces_search
+from traces.selectors import (
+    TRACE_COUNT_CAP,
+    finding_get,
+    findings_search,
+    key_accesses,
+    spans_of_trace,
+    trace_get,
+    traces_count,
+    traces_search,
+)
 from traces.serializers import (
     FindingFilterSerializer,
     FindingSerializer,
@@ -25,8 +35,32 @@ from traces.timeline import access_label
 from traces.views import KEY_HISTORY_LIMIT, trace_timeline_data
 
 
+class TracePagination(ApiPagination):
+    """The API's list envelope, whose count stops TRACE_COUNT_CAP past the offset (as the traces page's):
+    count_capped says there are more than count."""
+
+    def get_count(self, queryset) -> int:
+        count, self.count_capped = traces_count(queryset, offset=self.get_offset(self.request))
+        return count
+
+    def get_paginated_response(self, data):
+        response = super().get_paginated_response(data)
+        response.data["count_capped"] = self.count_capped
+        return response
+
+    def get_paginated_response_schema(self, schema):
+        envelope = super().get_paginated_response_schema(schema)
+        envelope["properties"]["count"]["description"] = (
+            f"the matching traces, counted up to {TRACE_COUNT_CAP} past the offset")
+        envelope["properties"]["count_capped"] = {
+            "type": "boolean", "description": "there are more matching traces than count"}
+        envelope["required"] = [*envelope["required"], "count_capped"]
+        return envelope
+
+
 class TraceListApi(ListAPIView):
     serializer_class = TraceSummarySerializer
+    pagination_class = TracePagination
 
     @extend_schema(parameters=[TraceFilterSerializer])
     def get(self, request, *args, **kwargs):

@@ -63,6 +63,10 @@ class Span(models.Model):
         ]
 
 
+# A trace's duration as the longest-first sort orders by it and its index stores it.
+TRACE_DURATION = models.F("end_ns") - models.F("start_ns")
+
+
 class Trace(models.Model):
     """Summary of one trace, kept up to date on ingest."""
 
@@ -93,6 +97,9 @@ class Trace(models.Model):
         indexes = [
             models.Index(fields=["project", "-start_ns"], name="trace_project_start"),
             models.Index(fields=["state", "last_received_at"], name="trace_state_received"),
+            # Longest first (TRACE_SORTS "duration") reads this index instead of sorting every trace.
+            models.Index(models.F("project"), TRACE_DURATION.desc(), models.F("trace_id"),
+                         name="trace_project_duration"),
         ]
 
     @property

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
-from django.db import connection, models
+from django.db import connection
 from django.db.models import Count, Exists, IntegerField, JSONField, Min, OuterRef, Q, Subquery, TextField, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform
@@ -18,7 +18,7 @@ from django.db.models.functions import Cast, Coalesce
 from governance.models import AuditRecord
 from governance.selectors import projects_for_user
 from traces.explain import Explanation, evidence_incomplete, explain, path_references
-from traces.models import Finding, FindingSpan, Span, Trace
+from traces.models import TRACE_DURATION, Finding, FindingSpan, Span, Trace
 from traces.records import Link, SpanRecord, chain_and_clock
 
 LAST_CHOICES = {"15m": 15 * 60, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
@@ -62,6 +62,9 @@ def spans_with_attribute(*, project, key: str, value: str):
     return spans.alias(_attr=text).filter(_attr__in=alternatives)
 
 
+# How far past the page a trace search counts its matches.
+TRACE_COUNT_CAP = 1000
+
 TRACE_SORTS = {
     "newest": ("-start_ns", "trace_id"),
     "oldest": ("start_ns", "trace_id"),
@@ -91,12 +94,13 @@ def _with_counts(traces):
                            violations=RawSQL(_VIOLATIONS_OF_TRACE, [], IntegerField()))
 
 
-def traces_search(*, project, service="", agent="", name="", status="", since=None, until=None,
+def traces_search(*, project, service="", agent="", name="", status="", since=None, until=None, started_since=None,
                   min_duration_ms=None, max_duration_ms=None, now=None, attr="", finding_kind="", state_key="",
                   has_findings="", sort=""):
     """Traces of a project matching the filters, newest first unless `sort` says otherwise (TRACE_SORTS),
-    each with its count of open findings and of policy violations. `attr` is "key=value" on a span's
-    attributes; `has_findings` "yes" or "no" (open or acknowledged findings)."""
+    each with its count of open findings and of policy violations. `since` and `until` keep the traces
+    whose time overlaps them; `started_since` (the lookback, ?last=) those that started at or after it.
+    `attr` is "key=value" on a span's attributes; `has_findings` "yes" or "no" (open or acknowledged findings)."""
     qs = _with_counts(Trace.objects.filter(project=project))
     if has_findings:
         with_findings = FindingSpan.objects.filter(project=project).exclude(
@@ -131,13 +135,31 @@ def traces_search(*, project, service="", agent="", name="", status="", since=No
         qs = qs.filter(end_ns__gte=ns_of(since))
     if until is not None:
         qs = qs.filter(start_ns__lte=ns_of(until))
+    if started_since is not None:
+        # On the start, which the (project, start) index bounds: nothing indexes a trace's end.
+        qs = qs.filter(start_ns__gte=ns_of(started_since))
     if min_duration_ms is not None:
         qs = qs.extra(where=["end_ns - start_ns >= %s"], params=[int(min_duration_ms * 1e6)])
     if max_duration_ms is not None:
         qs = qs.extra(where=["end_ns - start_ns <= %s"], params=[int(max_duration_ms * 1e6)])
     if sort == "duration":
-        qs = qs.alias(duration=models.F("end_ns") - models.F("start_ns"))
+        # The expression of the trace_project_duration index, which serves this order.
+        qs = qs.alias(duration=TRACE_DURATION)
     return qs.order_by(*TRACE_SORTS.get(sort or "newest"))
+
+
+def traces_count(traces, *, offset: int = 0) -> tuple[int, bool]:
+    """(count, capped): how many of `traces` there are, counted no further than TRACE_COUNT_CAP past
+    `offset`; capped says there are more (the count is then a lower bound, shown "1,000+" as Jaeger and
+    Tempo do). An exact count of a million matches read them all; this reads at most offset + cap + 1,
+    in any order (how many there are does not depend on it)."""
+    matches = traces.order_by().values("pk")
+    found = matches[offset:offset + TRACE_COUNT_CAP + 1].count()
+    if offset and not found:
+        # Past the end: there are fewer than `offset`, counted exactly (no more than reading up to the
+        # offset costs) so the pager goes back to the true last page.
+        return matches[:offset].count(), False
+    return offset + min(found, TRACE_COUNT_CAP), found > TRACE_COUNT_CAP
 
 
 def trace_get(*, project, trace_id: str) -> Trace | None:

@@ -37,7 +37,8 @@ class TraceFilterSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, allow_blank=True, help_text="any span in the trace has this name")
     status = serializers.ChoiceField(choices=["ok", "error"], required=False, allow_blank=True)
     last = serializers.ChoiceField(choices=list(LAST_CHOICES), required=False, allow_blank=True,
-                                   help_text="time range ending now")
+                                   help_text="traces that started within this time before now (a lookback "
+                                             "on the start, as Jaeger's)")
     since = SpanTimeField(required=False)
     until = SpanTimeField(required=False)
     min_duration_ms = serializers.FloatField(required=False, min_value=0, max_value=MAX_DURATION_MS)
@@ -66,7 +67,7 @@ class TraceFilterSerializer(serializers.Serializer):
                 and data["min_duration_ms"] > data["max_duration_ms"]):
             raise serializers.ValidationError({"min_duration_ms": "the minimum must not exceed the maximum"})
         if data.get("last"):
-            data["since"] = timezone.now() - timedelta(seconds=LAST_CHOICES[data["last"]])
+            data["started_since"] = timezone.now() - timedelta(seconds=LAST_CHOICES[data["last"]])
         return data
 
     def search_kwargs(self) -> dict:

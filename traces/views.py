@@ -12,13 +12,14 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from governance.api.pagination import MAX_OFFSET
 from governance.models import Role
 from governance.services import client_address
 from governance.views import page_action, page_allows, page_object, page_project
 from policies.selectors import violations_search
 from traces.analysis import KINDS
 from traces.explain import DOCS_PAGE, findings_evidence_edges, name_of, step_text
-from traces.models import Finding
+from traces.models import Finding, Trace
 from traces.selectors import (
     LAST_CHOICES,
     analysis_lag,
@@ -29,6 +30,7 @@ from traces.selectors import (
     key_accesses,
     span_records_of_trace,
     trace_get,
+    traces_count,
     traces_search,
 )
 from traces.serializers import FindingFilterSerializer, KeyHistoryFilterSerializer, TraceFilterSerializer
@@ -103,13 +105,35 @@ def trace_timeline_data(*, project, trace_id: str, with_figure: bool = True, ske
 # Pages
 
 
+TRACES_PER_PAGE = 50
+
+
+class CappedPaginator(Paginator):
+    """A paginator told its count: traces_count's, a lower bound when `capped` ("1,000+ traces")."""
+
+    def __init__(self, object_list, per_page, *, count: int, capped: bool):
+        super().__init__(object_list, per_page)
+        self.count = count
+        self.capped = capped
+
+
+def _capped_paginator(traces, page_number) -> CappedPaginator:
+    """The traces' paginator, counting them up to TRACE_COUNT_CAP past the page asked for."""
+    try:
+        number = max(1, int(page_number))
+    except (TypeError, ValueError):
+        number = 1
+    count, capped = traces_count(traces, offset=min((number - 1) * TRACES_PER_PAGE, MAX_OFFSET))
+    return CappedPaginator(traces, TRACES_PER_PAGE, count=count, capped=capped)
+
+
 @login_required
 def trace_list(request, slug):
     project = page_project(request, slug)
     filters = TraceFilterSerializer(data=request.GET)
     valid = filters.is_valid()
-    traces = traces_search(project=project, **filters.search_kwargs()) if valid else []
-    page = Paginator(traces, 50).get_page(request.GET.get("page"))
+    traces = traces_search(project=project, **filters.search_kwargs()) if valid else Trace.objects.none()
+    page = _capped_paginator(traces, request.GET.get("page")).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     unsorted = query.copy()
