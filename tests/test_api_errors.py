@@ -184,6 +184,14 @@ def test_a_body_field_of_the_wrong_json_type_is_a_400_naming_it(alice, bob, addr
     assert error["fields"][field] == ["must be a string"]
 
 
+def test_a_string_longer_than_the_schema_allows_is_a_400_even_when_trimming_would_shorten_it(alice):
+    # The schema says at most 100 characters of what is sent; a leading space must not buy a 101st.
+    response = api_as(alice).post("/api/v1/projects/", {"slug": "long-name", "name": " " + "n" * 100}, format="json")
+    assert assert_json_error(response, 400, "invalid")["fields"] == {"name": ["must be at most 100 characters long"]}
+    assert api_as(alice).post("/api/v1/projects/", {"slug": "long-name", "name": "n" * 100},
+                              format="json").status_code == 201
+
+
 def test_a_misspelt_body_field_is_a_400_not_silently_ignored(alice, acme):
     from policies.services import policy_create, policy_version_activate
     from tests.test_policies_api import LEDGER_V1

@@ -54,6 +54,10 @@ def _type_error(field, value) -> str | None:
     types, label = expected
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         return f"must be {label}"
+    # The schema's maxLength is of the string sent: DRF checks it after trimming whitespace, so a
+    # name of 101 characters, one of them a leading space, would pass a limit of 100.
+    if isinstance(field, serializers.CharField) and field.max_length is not None and len(value) > field.max_length:
+        return f"must be at most {field.max_length} characters long"
     return None
 
 
