@@ -84,9 +84,11 @@ def test_a_viewer_sees_the_analysis_and_the_figures_behind_it_but_no_action(live
         canary_version="1.1.0", flag_key="billing-version",
         steps=[{"kind": "set_weight", "weight": 20}, {"kind": "analysis", "count": 1, "interval_seconds": 1},
                {"kind": "approval"}, {"kind": "set_weight", "weight": 100}]), actor=alice)
-    rollouts_tick()
-    agents_work(acme, count=150, seconds_ago=1, canary_ms=11.0)
+    rollouts_tick()  # the analysis step starts now, at T
+    # Wait out the 1 s interval first: the spans, dated 1 s before they are stored, then fall after T, inside the
+    # step's minutes whatever minute T falls in (dated before T they missed the window when T began a minute).
     time.sleep(1.1)
+    agents_work(acme, count=150, seconds_ago=1, canary_ms=11.0)
     rollouts_tick()
     log_in(page, live_server, "bob")
     page.goto(f"{live_server.url}/p/acme/rollouts/{rollout.pk}/")
