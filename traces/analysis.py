@@ -34,7 +34,6 @@ stale_read finding. The findings are a function of the set of spans.
 
 from __future__ import annotations
 
-import gc
 import heapq
 from bisect import bisect_right
 from collections import defaultdict
@@ -43,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traces.records import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, SpanRecord
+from traces.records import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, SpanRecord, collector_paused
 
 KINDS = (
     "lost_update",
@@ -826,11 +825,8 @@ def analyse_revised(spans: Iterable[SpanRecord], revised_by: Iterable[tuple[str,
 
 
 def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, revised_by):
-    # Millions of small objects (indexes, lists per key, packed clocks) and no cycles among
-    # them: the cyclic garbage collector would only rescan them, again and again.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    # Millions of small objects (indexes, lists per key, packed clocks) and no cycles among them.
+    with collector_paused():
         sp = _Spans(spans)
         revised_by = list(revised_by) if revised_by is not None else None
         out: list[Finding] = []
@@ -854,9 +850,6 @@ def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, 
         touched = None
         if revised_by is not None:
             out, touched = _revised_only(sp, out, revised[0], revised_by)
-    finally:
-        if collecting:
-            gc.enable()
     out.sort(key=_sort_key)
     unique: list[Finding] = []
     last = None

@@ -6,6 +6,9 @@ without a database.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 # OTLP enum values, as they travel on the wire.
@@ -215,3 +218,17 @@ def make_span(
         scope_schema_url=scope_schema_url,
         **concurrency_fields(attributes),
     )
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a block builds tens of thousands of records and
+    the indexes over them: they hold no cycles, and each collection would only rescan them (a third
+    of a finding page's time went to it). Restored as it was, also when the block raises."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
