@@ -319,7 +319,7 @@ def finding_context_spans(*, project, finding: Finding) -> list[SpanRecord]:
     high = max(e for _, e in own) + FINDING_CONTEXT_NS
     around = (Span.objects.filter(project=project, start_ns__gte=low - FINDING_CONTEXT_NS, start_ns__lte=high,
                                   end_ns__gte=low)
-              .order_by("start_ns", "span_id")[:FINDING_CONTEXT_MAX])
+              .order_by("start_ns")[:FINDING_CONTEXT_MAX])  # the index's order: no sort (the records are sorted below)
     # Bare (no attributes or events): the graph reads neither, and decoding them was a third of loading
     # thousands of spans; finding_explanation reads the few drawn ones whole.
     records = {(s.trace_id, s.span_id): s for s in span_records(around, resource=False, bare=True)}
@@ -424,7 +424,7 @@ def _named_spans(project, spans: list[SpanRecord], known: dict, low: int, high: 
             alone |= Q(trace_id=trace_id, span_id=span_id)
     wanted = Q(trace_id__in=small) | alone if alone else Q(trace_id__in=small)
     return list(span_records(Span.objects.filter(wanted, project=project, start_ns__gte=low, start_ns__lte=high)
-                             .order_by("start_ns", "span_id")[:FINDING_PATH_MAX], resource=False))
+                             .order_by("start_ns")[:FINDING_PATH_MAX], resource=False))
 
 
 _HISTORY_WORDS = {"finding.acknowledge": "acknowledged"}
