@@ -108,7 +108,7 @@ def name_of(s: SpanRecord) -> str:
 # The labelled happens-before graph
 
 
-class HappensBefore:
+class LabelledHappensBefore:
     """The spec's happens-before edges over a handful of spans, each with its reason.
 
     Node 2*i is the start of span i, 2*i+1 its end. Program-order successors are not stored
@@ -246,7 +246,7 @@ class HappensBefore:
 # Pairs: ordered or concurrent
 
 
-def pair_evidence(hb: HappensBefore, a: int, b: int) -> PairEvidence:
+def pair_evidence(hb: LabelledHappensBefore, a: int, b: int) -> PairEvidence:
     recs = hb.recs
     forward = hb.search(2 * a + 1, 2 * b)  # when no path, every node reached: the near edges come from it
     if 2 * b in forward:
@@ -262,7 +262,7 @@ def pair_evidence(hb: HappensBefore, a: int, b: int) -> PairEvidence:
     return ev
 
 
-def _too_late(hb: HappensBefore, came: dict, a: int, b: int) -> tuple[str, list[Step]]:
+def _too_late(hb: LabelledHappensBefore, came: dict, a: int, b: int) -> tuple[str, list[Step]]:
     """The first span on b's side (b's agent; b's thread when both are one agent's) that a's end
     reached: the edge that would have ordered them, had it arrived before b started."""
     recs = hb.recs
@@ -388,7 +388,7 @@ ANCHORS = {kind: kind for kind in _TEXTS}
 def explain(*, kind: str, key: str, span_ids: Sequence[str], trace_ids: Sequence[str], detail: str,
             spans: Iterable[SpanRecord]) -> Explanation:
     """Explain one finding over the spans around it (see the module docstring for which)."""
-    hb = HappensBefore(spans)
+    hb = LabelledHappensBefore(spans)
     idxs, missing = _locate(hb, span_ids, trace_ids)
     recs = hb.recs
     sides = [recs[i] for i in idxs]
@@ -404,7 +404,7 @@ def explain(*, kind: str, key: str, span_ids: Sequence[str], trace_ids: Sequence
     return ex
 
 
-def _locate(hb: HappensBefore, span_ids: Sequence[str], trace_ids: Sequence[str]) -> tuple[list[int], list[str]]:
+def _locate(hb: LabelledHappensBefore, span_ids: Sequence[str], trace_ids: Sequence[str]) -> tuple[list[int], list[str]]:
     """(indexes of the finding's spans among hb's, the span ids not among them)."""
     traces = set(trace_ids)
     idxs, missing = [], []
@@ -414,7 +414,7 @@ def _locate(hb: HappensBefore, span_ids: Sequence[str], trace_ids: Sequence[str]
     return idxs, missing
 
 
-def _evidence(hb: HappensBefore, kind: str, idxs: list[int]) -> list[PairEvidence]:
+def _evidence(hb: LabelledHappensBefore, kind: str, idxs: list[int]) -> list[PairEvidence]:
     """The pairs that show a finding of this kind: ordered with their path, or concurrent."""
     recs = hb.recs
     if kind == "causality_violation" and len(idxs) == 2:
@@ -439,7 +439,7 @@ def findings_evidence_edges(findings: Sequence[dict], spans: Iterable[SpanRecord
     cannot be shown here; the finding page loads both traces for it."""
     if not findings:  # most traces: the graph (half a second for 10,000 spans) is not built
         return {}
-    hb = HappensBefore(spans)
+    hb = LabelledHappensBefore(spans)
     out = {}
     for f in findings[:limit]:
         idxs, missing = _locate(hb, f["span_ids"], f["trace_ids"])
@@ -502,7 +502,7 @@ def _words(kind, key, sides, missing, detail, hb, idxs) -> dict:
     return words
 
 
-def _facts(kind: str, sides: list[SpanRecord], hb: HappensBefore, idxs: list[int]) -> list[str]:
+def _facts(kind: str, sides: list[SpanRecord], hb: LabelledHappensBefore, idxs: list[int]) -> list[str]:
     facts = []
     if kind == "lock_overlap" and len(sides) == 2:
         a, b = sides
@@ -566,7 +566,7 @@ def _matters(s: SpanRecord, key: str) -> bool:
                 or (s.state_key and s.state_op))
 
 
-def causal_slice(hb: HappensBefore, idxs: list[int], evidence: list[PairEvidence], key: str) -> list[SpanRecord]:
+def causal_slice(hb: LabelledHappensBefore, idxs: list[int], evidence: list[PairEvidence], key: str) -> list[SpanRecord]:
     """The finding's spans, every span on its evidence, their ancestors, and for each agent involved
     the spans around them that matter (accesses, locks, messages, RPCs), nearest in time first."""
     recs = hb.recs
