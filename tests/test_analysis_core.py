@@ -433,6 +433,87 @@ def test_it_estimates_a_callee_clock_running_ahead():
     assert clock_skew(fitting) == {"alice-1": 0, "tool-1": 0}
 
 
+def queue_hand_off(*, worker_behind_ms: float, as_child: bool = False, delay_ms: float = 5):
+    """Alice (the trace's origin) publishes a message; a worker in another process consumes it
+    `delay_ms` later, on a clock `worker_behind_ms` behind Alice's. No RPC joins them."""
+    produce = span("alice", "a-produce", 10, 11, trace="alice", parent="a-root", kind=KIND_PRODUCER)
+    at = 10 + delay_ms - worker_behind_ms
+    return [
+        span("alice", "a-root", 0, 100),
+        produce,
+        span("worker", "w-consume", at, at + 50, trace="alice", kind=KIND_CONSUMER,
+             parent="a-produce" if as_child else "", links=() if as_child else (link_to(produce),)),
+        span("worker", "w-work", at + 10, at + 40, trace="alice", parent="w-consume"),
+    ]
+
+
+def test_it_estimates_a_consumer_clock_behind_its_producer_from_the_message():
+    for as_child in (False, True):  # a root of its own linked to the producer, or the producer's child
+        spans = queue_hand_off(worker_behind_ms=3000, as_child=as_child)
+        skew = clock_skew(spans)
+        assert skew["alice-1"] == 0
+        # the smallest shift that puts the receive after the send: 3 s less the 5 ms the message took
+        assert skew["worker-1"] == -2995 * MS
+        assert clock_skew(list(reversed(spans)) + spans[:2]) == skew  # any order, repeats
+        # the same pair is what causality_violation reports
+        assert [f.kind for f in analyse(spans)] == ["causality_violation"]
+
+
+def test_a_message_that_contradicts_nothing_shifts_no_clock():
+    assert clock_skew(queue_hand_off(worker_behind_ms=0))["worker-1"] == 0
+    # a worker clock ahead of its producer's is not proven off by a message it received
+    assert clock_skew(queue_hand_off(worker_behind_ms=-3000))["worker-1"] == 0
+    # nor is one clock, nor two clocks with no edge between them
+    assert clock_skew([span("alice", "a", 0, 1)]) == {"alice-1": 0}
+    assert clock_skew([span("alice", "a", 0, 1), span("bob", "b", -5000, -4000)]) == {"alice-1": 0, "bob-1": 0}
+
+
+def test_the_largest_contradiction_bounds_a_clock_that_received_several_messages():
+    spans = queue_hand_off(worker_behind_ms=3000)
+    second = span("alice", "a-produce-2", 50, 51, trace="alice", parent="a-root", kind=KIND_PRODUCER)
+    # consumed 1 ms after it was sent: a tighter bound than the first message's 5 ms
+    spans += [second, span("worker", "w-consume-2", 51 - 3000, 60 - 3000, trace="alice", links=(link_to(second),))]
+    assert clock_skew(spans)["worker-1"] == -2999 * MS
+
+
+def test_a_sender_whose_message_is_received_before_it_was_sent_reads_ahead():
+    # Alice hands work to the worker (whose clock is 3 s ahead: nothing contradicts that yet),
+    # and the worker's reply is consumed by Alice "before" it was sent.
+    produce = span("alice", "a-produce", 10, 11, trace="alice", parent="a-root", kind=KIND_PRODUCER)
+    reply = span("worker", "w-reply", 3030, 3031, trace="alice", parent="w-consume", kind=KIND_PRODUCER)
+    spans = [
+        span("alice", "a-root", 0, 100),
+        produce,
+        span("worker", "w-consume", 3015, 3040, trace="alice", parent="a-produce", kind=KIND_CONSUMER),
+        reply,
+        span("alice", "a-got-reply", 32, 33, trace="alice", parent="a-root", kind=KIND_CONSUMER,
+             links=(link_to(reply),)),
+    ]
+    assert clock_skew(spans)["worker-1"] == 2998 * MS  # at least 3 s less the 2 ms the reply took
+
+
+def test_a_clock_placed_by_a_message_places_the_clocks_it_sends_to():
+    spans = queue_hand_off(worker_behind_ms=3000)
+    relay = span("worker", "w-relay", 20 - 3000, 21 - 3000, trace="alice", parent="w-consume", kind=KIND_PRODUCER)
+    # a printer 1 s behind the worker, so 4 s behind Alice: judged against the worker's adjusted clock
+    spans += [relay, span("printer", "p-print", 22 - 4000, 30 - 4000, trace="alice", links=(link_to(relay),))]
+    skew = clock_skew(spans)
+    assert skew["worker-1"] == -2995 * MS
+    assert skew["printer-1"] == skew["worker-1"] - 998 * MS
+
+
+def test_messages_leave_every_rpc_estimate_as_it_was():
+    rpc = [
+        span("alice", "a-call", 0, 100, kind=KIND_CLIENT),
+        span("tool", "t-serve", 510, 590, trace="alice", parent="a-call", kind=KIND_SERVER),
+        span("tool", "t-publish", 520, 521, trace="alice", parent="t-serve", kind=KIND_PRODUCER),
+    ]
+    # the tool's message is consumed by Alice "before" it was sent: the RPC estimate still rules the tool
+    consume = span("alice", "a-consume", 30, 40, trace="alice", parent="a-call", kind=KIND_CONSUMER,
+                   links=(link_to(rpc[2]),))
+    assert clock_skew(rpc + [consume]) == clock_skew(rpc) == {"alice-1": 0, "tool-1": 500 * MS}
+
+
 def test_it_draws_causal_edges_between_agents():
     hand_off = message_hand_off()
     rpc = [

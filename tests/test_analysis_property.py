@@ -3,7 +3,9 @@
 - the findings are a function of the set of spans (any order, any batch split, repeats);
 - shifting one process's clock changes no lost_update, write_race or stale_read finding;
 - the race findings equal those of a brute-force reading of the spec (every edge listed
-  pair by pair, transitive closure by search), and so do the lock overlaps.
+  pair by pair, transitive closure by search), and so do the lock overlaps;
+- the clock skew estimate is a function of the set of spans too, and where messages alone
+  place a clock, never overshoots its true offset and leaves every message running forward.
 """
 
 from __future__ import annotations
@@ -15,8 +17,18 @@ from collections import defaultdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from traces.analysis import analyse
-from traces.records import KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, STATUS_ERROR, STATUS_OK, Link, make_span
+from traces.analysis import analyse, clock_skew
+from traces.records import (
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_INTERNAL,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    STATUS_ERROR,
+    STATUS_OK,
+    Link,
+    make_span,
+)
 
 MS = 1_000_000
 T0 = 1_700_000_000_000 * MS
@@ -241,6 +253,60 @@ def test_it_agrees_with_the_spec_read_literally(spans):
     assert set(races(findings)) == expected_races
     assert len(races(findings)) == len(expected_races)
     assert {(f.kind, f.key, f.span_ids) for f in findings if f.kind == "lock_overlap"} == expected_overlaps
+
+
+@FAST
+@given(scenarios(), st.randoms(use_true_random=False))
+def test_the_clock_skew_estimate_is_the_same_in_any_order_or_repeat(spans, rnd):
+    expected = clock_skew(spans)
+    shuffled = list(spans)
+    rnd.shuffle(shuffled)
+    assert clock_skew(shuffled + shuffled[: rnd.randint(0, len(spans))]) == expected
+
+
+@st.composite
+def message_worlds(draw):
+    """An origin process p0 (its clock true) hands messages to and from workers p1..p3 whose
+    clocks are off by a drawn amount; no RPC. Each message takes no negative real time, so only
+    the clocks make a receive start before its send. (spans, true offsets in ns)"""
+    truth = {"p0": 0} | {p: draw(st.integers(-5000, 5000)) * MS for p in ("p1", "p2", "p3")}
+    trace = "ab" * 16
+    spans = []
+
+    def add(process, span_id, real_ms, kind, parent="", links=()):
+        at = T0 + real_ms * MS + truth[process]
+        spans.append(make_span(trace_id=trace, span_id=span_id, parent_span_id=parent, name=span_id, kind=kind,
+                               start_ns=at, end_ns=at + MS, attributes={},
+                               resource_attributes={"service.name": "svc", "service.instance.id": process},
+                               links=links))
+        return spans[-1]
+
+    add("p0", "0" * 16, 0, KIND_INTERNAL)
+    for i in range(draw(st.integers(1, 8))):
+        worker = draw(st.sampled_from(("p1", "p2", "p3")))
+        sender, receiver = ("p0", worker) if draw(st.booleans()) else (worker, "p0")
+        sent = draw(st.integers(0, 900))
+        send = add(sender, f"{2 * i + 1:016x}", sent, KIND_PRODUCER, parent="0" * 16)
+        as_child = sender == "p0" and draw(st.booleans())
+        add(receiver, f"{2 * i + 2:016x}", sent + draw(st.integers(0, 50)), KIND_CONSUMER,
+            parent=send.span_id if as_child else "0" * 16 if receiver == "p0" or draw(st.booleans()) else "",
+            links=() if as_child else (Link(trace_id=trace, span_id=send.span_id),))
+    return spans, truth
+
+
+@FAST
+@given(message_worlds())
+def test_messages_place_a_clock_no_further_than_its_true_offset(world):
+    spans, truth = world
+    skew = clock_skew(spans)
+    assert skew["p0"] == 0
+    for process, offset in skew.items():
+        assert min(0, truth[process]) <= offset <= max(0, truth[process]), (process, offset, truth)
+    by_id = {s.span_id: s for s in spans}
+    for s in spans:
+        for a in [by_id.get(s.parent_span_id)] + [by_id[link.span_id] for link in s.links]:
+            if a is not None:
+                assert s.start_ns - skew[s.clock] >= a.start_ns - skew[a.clock], (a.span_id, s.span_id)
 
 
 def test_it_agrees_with_the_spec_on_busier_seeded_worlds():

@@ -161,6 +161,48 @@ def test_skew_adjustment_moves_the_skewed_lane_back():
     assert handles["x"][pos] - handles_adj["x"][pos] == pytest.approx(data["lanes"][1]["skew_ms"])
 
 
+QUEUE_TRACE = "5eed" * 8
+REPORTER = {"service.name": "reports", "service.instance.id": "reports-1", "gen_ai.agent.id": "reporter"}
+REPORTER_BEHIND_MS = 3000  # reports-1's clock reads 3 s behind; no RPC reaches it
+
+
+def queued_trace():
+    """The planner queues a report; the reporter, in its own process, consumes the message 5 ms
+    later (a span link, no parent) on a clock 3 s behind. The planner also calls the payer."""
+    behind = -REPORTER_BEHIND_MS
+    return [
+        span("c000000000000001", "plan", 0, 1000, PLANNER, kind=KIND_SERVER, trace_id=QUEUE_TRACE),
+        span("c000000000000002", "enqueue report", 100, 110, PLANNER, "c000000000000001", KIND_PRODUCER,
+             trace_id=QUEUE_TRACE),
+        span("c000000000000003", "render report", 105 + behind, 600 + behind, REPORTER, kind=KIND_CONSUMER,
+             links=["c000000000000002"], trace_id=QUEUE_TRACE),
+        span("c000000000000004", "store report", 200 + behind, 300 + behind, REPORTER, "c000000000000003",
+             trace_id=QUEUE_TRACE),
+        span("c000000000000005", "call payer", 300, 500, PLANNER, "c000000000000001", KIND_CLIENT,
+             trace_id=QUEUE_TRACE),
+        span("c000000000000006", "pay", 310, 490, PAYER, "c000000000000005", KIND_SERVER, trace_id=QUEUE_TRACE),
+    ]
+
+
+def test_it_flags_a_lane_whose_clock_only_a_message_shows_off():
+    data = timeline_build(queued_trace())
+    flags = {lane["agent"]: (lane["skewed"], lane["skew_ms"]) for lane in data["lanes"]}
+    # the receive must start no earlier than its send: 3 s behind, less the 5 ms the message took
+    assert flags == {"reporter": (True, -2995.0), "planner": (False, 0.0), "payer": (False, 0.0)}
+    figure = figure_build(data)
+    assert any(t.startswith("⚠ reports / reports-1 / reporter (-2995 ms)") for t in figure["layout"]["yaxis"]["ticktext"])
+    # adjusted, the reporter's spans move 2995 ms later; the others stay
+    handles = next(t for t in figure["data"] if t["name"] == "handles")
+    adjusted = next(t for t in figure_build(data, skew_adjust=True)["data"] if t["name"] == "handles")
+    moved = {data["spans"]["name"][i]: round(b - a, 3) for i, a, b in zip(handles["customdata"], handles["x"],
+                                                                           adjusted["x"]) if i >= 0}
+    assert moved == {"render report": 2995.0, "store report": 2995.0, "plan": 0, "enqueue report": 0,
+                     "call payer": 0, "pay": 0}
+    render, enqueue = data["spans"]["name"].index("render report"), data["spans"]["name"].index("enqueue report")
+    x0 = data["spans"]["x0"]
+    assert x0[render] < x0[enqueue] and x0[render] + 2995 == x0[enqueue]
+
+
 def test_findings_paint_their_spans_red_in_one_trace():
     spans = hand_trace()
     finding = {"id": 7, "kind": "lost_update", "key": "order/42", "detail": "lost", "status": "open",
@@ -261,6 +303,51 @@ def test_the_trace_page_is_the_timeline(client, alice, stored):
     assert len(data["lanes"]) == 3 and len(data["spans"]["id"]) == 10
     assert data["findings"][0]["key_url"] == "/p/acme/state/order/42/"
     assert {t["name"] for t in data["figure"]["data"]} >= {"span", "critical path", "finding", "handles"}
+
+
+def test_the_trace_page_names_how_far_it_shifted_a_clock_only_a_message_shows_off(client, bob, acme):
+    spans_store(project_id=acme.pk, spans=queued_trace())
+    client.force_login(bob)
+    body = client.get(f"/p/acme/traces/{QUEUE_TRACE}/").content.decode()
+    assert '<li class="skewed">⚠ reports / reports-1 / reporter <span class="muted">2, clock -2995.0 ms</span>' in body
+    assert 'id="tl-skew-note" aria-live="polite"></span>' in body  # nothing adjusted yet
+    plain = page_timeline_data(body)
+
+    response = client.get(f"/p/acme/traces/{QUEUE_TRACE}/?skew=1")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert '<input type="checkbox" id="tl-skew" checked>' in body
+    assert "Adjusted: reporter (reports-1) shifted by +2995.0 ms." in body
+    adjusted = page_timeline_data(body)
+    assert adjusted["skew_adjust"] is True
+    render = adjusted["spans"]["name"].index("render report")
+
+    def handles(data):
+        return next(t for t in data["figure"]["data"] if t["name"] == "handles")
+
+    pos = handles(plain)["customdata"].index(render)
+    assert handles(adjusted)["x"][pos] - handles(plain)["x"][pos] == pytest.approx(2995.0)
+
+
+def test_the_finding_page_flags_a_consumer_that_started_a_trace_of_its_own(client, bob, acme):
+    from dataclasses import replace
+
+    from traces.analysis import analyse
+
+    # the reporter's spans in a trace of their own, its consumer linking back to the planner's trace
+    spans = [replace(s, trace_id="feed" * 8, links=tuple(Link(QUEUE_TRACE, link.span_id) for link in s.links))
+             if s.agent == "reporter" else s for s in queued_trace()]
+    spans_store(project_id=acme.pk, spans=spans)
+    [violation] = analyse(spans)
+    finding = store_finding(acme, spans, kind="causality_violation", key="", span_ids=violation.span_ids,
+                            detail=violation.detail)
+    client.force_login(bob)
+    body = client.get(f"/p/acme/findings/{finding.pk}/").content.decode()
+    assert '<li class="skewed">⚠ reports / reports-1 / reporter <span class="muted">' in body
+    assert "clock -2995.0 ms" in body
+    # its own trace's page has no producer to measure the reporter against: nothing to flag there
+    body = client.get("/p/acme/traces/" + "feed" * 8 + "/").content.decode()
+    assert 'class="skewed"' not in body
 
 
 def test_a_trace_of_another_project_is_not_found(client, charlie, stored):

@@ -11,8 +11,8 @@ from playwright.sync_api import expect
 
 from bench.timeline_probe import make_trace
 from tests.conftest import log_in
-from tests.test_finding_page import SCREENSHOTS
-from tests.test_timeline import TRACE, hand_trace, store_finding
+from tests.test_finding_page import SCREENSHOTS, shot
+from tests.test_timeline import QUEUE_TRACE, TRACE, hand_trace, queued_trace, store_finding
 from traces.ingest import spans_store
 
 pytestmark = pytest.mark.browser
@@ -102,6 +102,50 @@ def test_a_finding_acknowledged_on_the_findings_page_turns_pale_on_the_timeline(
     assert _chart_trace_points(page, "finding") == 0
     assert _chart_trace_points(page, "acknowledged finding") == 4
     assert "acknowledged" in page.inner_text(f".tl-finding[data-finding='{finding.pk}']")
+
+
+def test_a_clock_only_a_message_shows_off_is_flagged_and_the_adjustment_says_by_how_much(
+        transactional_db, live_server, page, acme, alice):
+    from traces.analysis import analyse
+
+    spans = queued_trace()
+    spans_store(project_id=acme.pk, spans=spans)
+    [violation] = analyse(spans)
+    store_finding(acme, spans, kind="causality_violation", key="", span_ids=violation.span_ids,
+                  detail=violation.detail)
+    log_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/p/acme/traces/{QUEUE_TRACE}/")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    ticks = page.locator("#tl-chart .yaxislayer-above").text_content()
+    assert "⚠ reports / reports-1 / reporter (-2995 ms)" in ticks
+    assert "⚠" not in ticks.replace("⚠ reports / reports-1 / reporter", "")
+    assert "clock -2995 ms" in page.inner_text("#tl-lane-list li.skewed")
+
+    def render_x():
+        return page.evaluate("""() => {
+            const gd = document.getElementById('tl-chart');
+            const data = JSON.parse(document.getElementById('timeline-data').textContent);
+            const h = gd.data.find(t => t.name === 'handles');
+            return h.x[h.customdata.indexOf(data.spans.name.indexOf('render report'))];
+        }""")
+
+    before = render_x()
+    shot(page, "trace-message-skew")
+    page.check("#tl-skew")
+    expect(page.locator("#tl-skew-note")).to_have_text("Adjusted: reporter (reports-1) shifted by +2995.0 ms.")
+    assert render_x() - before == pytest.approx(2995.0)
+    shot(page, "trace-message-skew-adjusted")
+
+    # the same view straight from the address: box ticked, note written, and a redraw keeps it adjusted
+    page.goto(f"{live_server.url}/p/acme/traces/{QUEUE_TRACE}/?skew=1")
+    page.wait_for_selector("#tl-chart[data-ready='1']", timeout=8000)
+    assert page.is_checked("#tl-skew")
+    assert page.inner_text("#tl-skew-note") == "Adjusted: reporter (reports-1) shifted by +2995.0 ms."
+    assert render_x() - before == pytest.approx(2995.0)
+    page.click("#tl-collapse-all")
+    page.click("#tl-expand-all")
+    page.wait_for_function("() => document.getElementById('tl-chart').data.find(t => t.name === 'handles').x.length === 6")
+    assert render_x() - before == pytest.approx(2995.0)
 
 
 def _click_span(page, span_id: str):

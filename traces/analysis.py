@@ -944,17 +944,47 @@ def clock_skew(spans: Sequence[SpanRecord]) -> dict[str, int]:
     """Per process clock id: how far that clock reads ahead of its callers, in ns.
 
     Subtract the offset from a clock's timestamps to line them up with the callers'.
-    As Jaeger's skew adjuster does, each trace is walked from its root; a SERVER child of
-    a CLIENT parent on another clock must fit inside its (already adjusted) parent, and
-    the adjustment found carries down to that child's same-clock descendants. A clock
-    estimated several times gets the lower median; the clock of a trace's root is 0, as
-    is any clock without an estimate. For display only: HB never uses it.
+
+    RPCs first, as Jaeger's skew adjuster does: each trace is walked from its roots; a
+    SERVER child of a CLIENT parent on another clock must fit inside its (already
+    adjusted) parent, and the adjustment found carries down to that child's same-clock
+    descendants. A clock estimated several times gets the lower median; a root's clock
+    is 0 (the reference), unless the message rule below places it.
+
+    Then messages, for every clock without an RPC estimate that is not the clock of a
+    trace's origin (a root that links to no span given; a consumer that started a root
+    of its own links to its producer, so is no origin). Such a clock is bounded by the
+    other cross-clock edges whose timestamps the spec holds to causality, the ones
+    causality_violation judges: start(parent) -> start(child) of a parent and child on
+    two clocks that are not a CLIENT/SERVER pair (a PRODUCER and the CONSUMER under
+    it), and start(linked span) -> start(linking span) of a span link (a message
+    received). An edge from span a on clock u to span b on clock v asks that, adjusted,
+    b starts no earlier than a: offset(v) - offset(u) <= start(b) - start(a). The clock
+    gets the offset nearest 0 that satisfies every such edge between it and the clocks
+    already placed: a receive that starts before its send makes the receiving clock read
+    behind by at least the gap (the largest gap, when several), a send that starts after
+    its receive makes the sending clock read ahead by at least that. It is a lower
+    bound, the smallest shift that removes the contradiction; a clock that is off but
+    contradicts nothing stays 0. Clocks are placed in rounds outwards from the origins'
+    clocks and the RPC estimates, each round against the earlier rounds only, so a
+    clock is judged by the clocks nearer the origin, as Jaeger judges a callee by its
+    caller; bounds that contradict each other (timestamps no skew explains) give their
+    middle. A clock no edge reaches is 0.
+
+    The result is a function of the set of spans (of two copies of one span, the
+    later-ending one counts, as in `analyse`). For display only: HB never uses it.
     """
+    unique: dict[tuple[str, str], SpanRecord] = {}
+    for s in spans:
+        k = (s.trace_id, s.span_id)
+        if k not in unique or _copy_rank(s) > _copy_rank(unique[k]):
+            unique[k] = s
     estimates: dict[str, list[int]] = defaultdict(list)
     root_clocks: set[str] = set()
+    origin_clocks: set[str] = set()  # of roots that link to no span given
     clocks: set[str] = set()
     by_trace: dict[str, list[SpanRecord]] = defaultdict(list)
-    for s in spans:
+    for s in unique.values():
         by_trace[s.trace_id].append(s)
         clocks.add(s.clock)
     for trace_spans in by_trace.values():
@@ -966,6 +996,9 @@ def clock_skew(spans: Sequence[SpanRecord]) -> dict[str, int]:
                 children[s.parent_span_id].append(s)
         for root in _roots(list(by_id.values()), ids):
             root_clocks.add(root.clock)
+            if not any((link.trace_id, link.span_id) in unique and link.span_id != root.span_id
+                       for link in root.links):
+                origin_clocks.add(root.clock)
             todo = [(root, 0)]
             visited = {root.span_id}
             while todo:
@@ -989,7 +1022,70 @@ def clock_skew(spans: Sequence[SpanRecord]) -> dict[str, int]:
             result[clock] = 0
         else:
             result[clock] = -found[(len(found) - 1) // 2]
+    settled = origin_clocks | set(estimates)
+    _bound_by_messages(unique, result, settled)
     return result
+
+
+def _message_edges(unique: dict[tuple[str, str], SpanRecord]) -> dict[tuple[str, str], int]:
+    """{(sending clock, receiving clock): the smallest start(receive) - start(send)} over the
+    cross-clock edges clock_skew bounds a clock by: links, and parent -> child other than RPC."""
+    gaps: dict[tuple[str, str], int] = {}
+
+    def add(a: SpanRecord, b: SpanRecord) -> None:
+        if a.clock != b.clock and a is not b:
+            pair, gap = (a.clock, b.clock), b.start_ns - a.start_ns
+            if pair not in gaps or gap < gaps[pair]:
+                gaps[pair] = gap
+
+    for s in unique.values():
+        if s.parent_span_id:
+            p = unique.get((s.trace_id, s.parent_span_id))
+            if p is not None and not (p.kind == KIND_CLIENT and s.kind == KIND_SERVER):
+                add(p, s)
+        for link in s.links:
+            q = unique.get((link.trace_id, link.span_id))
+            if q is not None:
+                add(q, s)
+    return gaps
+
+
+def _bound_by_messages(unique: dict[tuple[str, str], SpanRecord], result: dict[str, int], settled: set[str]) -> None:
+    """Give each clock outside `settled` its offset from the message edges (clock_skew, second part)."""
+    gaps = _message_edges(unique)
+    if not gaps:
+        return
+    near: dict[str, list[tuple[str, int, bool]]] = defaultdict(list)  # clock: (other clock, gap, other sends)
+    for (u, v), gap in gaps.items():
+        near[v].append((u, gap, True))
+        near[u].append((v, gap, False))
+    done = set(settled)
+    while True:
+        frontier = sorted(c for c in near if c not in done and any(o in done for o, _, _ in near[c]))
+        if not frontier:
+            return
+        found = {}
+        for c in frontier:
+            low, high = None, None
+            for other, gap, other_sends in near[c]:
+                if other not in done:
+                    continue
+                if other_sends:  # offset(c) - offset(other) <= gap
+                    bound = result[other] + gap
+                    high = bound if high is None else min(high, bound)
+                else:  # offset(other) - offset(c) <= gap
+                    bound = result[other] - gap
+                    low = bound if low is None else max(low, bound)
+            if low is not None and high is not None and low > high:
+                found[c] = (low + high) // 2
+            elif high is not None and high < 0:
+                found[c] = high
+            elif low is not None and low > 0:
+                found[c] = low
+            else:
+                found[c] = 0
+        result.update(found)
+        done.update(frontier)
 
 
 def causal_edges(spans: Sequence[SpanRecord]) -> list[tuple[str, str, str]]:

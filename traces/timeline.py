@@ -7,7 +7,8 @@ The timeline data (``timeline_build``) is sent once with the page as JSON:
 
 - ``lanes``: one per agent, sorted by (service, instance, agent): label
   "service / instance / agent", the lane's process clock, its clock offset against
-  the trace root's clock (``skew_ms``, from ``analysis.clock_skew``) and ``skewed`` when
+  the trace root's clock (``skew_ms``, from ``analysis.clock_skew``: from the RPCs as
+  Jaeger's, else from the messages it sent or received) and ``skewed`` when
   that is beyond the tolerance, ``rows`` (nesting depth of the agent's own spans,
   capped), ``count``, and the lane's extent ``x0``/``x1``.
 - ``spans``: parallel columns (``id``, ``parent`` index or -1, ``lane``, ``row``,
@@ -258,6 +259,14 @@ def timeline_build(spans: Iterable[SpanRecord], *, mode: str = "trace", title: s
         "critical": critical,
         "findings": found,
     }
+
+
+def skew_note(lanes: Sequence[dict]) -> str:
+    """What "Adjust for clock skew" says it did: each process moved and by how much (the
+    negated offset: a clock reading 3 s behind is moved +3000 ms). static/causeway/timeline.js
+    writes the same note when the box is ticked."""
+    shifted = [f"{ln['agent']} ({ln['clock']}) shifted by {-ln['skew_ms']:+.1f} ms" for ln in lanes if ln["skew_ms"]]
+    return f"Adjusted: {'; '.join(shifted)}." if shifted else "No clock needed shifting."
 
 
 def lane_children(parent: list[int], lane: list[int]) -> dict[int, list[int]]:

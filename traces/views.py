@@ -35,7 +35,7 @@ from traces.selectors import (
 )
 from traces.serializers import FindingFilterSerializer, KeyHistoryFilterSerializer, TraceFilterSerializer
 from traces.services import finding_acknowledge
-from traces.timeline import access_label, figure_build, graph_build, timeline_build, timeline_json
+from traces.timeline import access_label, figure_build, graph_build, skew_note, timeline_build, timeline_json
 
 KEY_HISTORY_LIMIT = 5000
 KEY_TABLE_ROWS = 1000  # the accesses table beside the key's chart: the newest
@@ -150,10 +150,14 @@ def trace_list(request, slug):
 def trace_detail(request, slug, trace_id):
     """The causal timeline of one trace."""
     project = page_project(request, slug)
-    trace, data = trace_timeline_data(project=project, trace_id=trace_id, skew_adjust=request.GET.get("skew") == "1")
+    skew_adjust = request.GET.get("skew") == "1"
+    trace, data = trace_timeline_data(project=project, trace_id=trace_id, skew_adjust=skew_adjust)
     if trace is None:
         raise Http404("no such trace")
     data["trace_url"] = reverse("trace-list", args=[slug])
+    # ?skew=1 draws the figure adjusted: the box is ticked and the note says what moved, as a tick does.
+    data["skew_adjust"] = skew_adjust
+    data["skew_note"] = skew_note(data["lanes"]) if skew_adjust else ""
     return render(request, "traces/timeline.html", {
         "project": project, "trace": trace, "data": data, "timeline_json": timeline_json(data),
         "findings": data["findings"], "plotly_version": plotly.__version__,

@@ -30,7 +30,7 @@
   var state = {
     lanes: new Set(data.collapsed ? lanes.map(function (_, i) { return i; }) : []),
     spans: new Set(),      // spans whose subtree is collapsed
-    skew: false,
+    skew: !!data.skew_adjust,  // ?skew=1: the figure came adjusted and the box ticked
     critical: true,        // the critical path outlined
     allEdges: data.mode !== "key",  // a key's history: only the edges that touch a finding, unless asked
     selected: [],          // span indexes ringed on the chart
