@@ -422,6 +422,18 @@ def test_it_walks_the_critical_path_back_from_the_root_end():
     assert critical_path(spans) == ["root", "act", "tool", "plan", "search"]
 
 
+def test_the_critical_path_starts_at_the_sender_when_a_consumer_root_reads_earlier():
+    # The reporter's clock runs 3 s behind: its root (started by the planner's message) reads earliest.
+    enqueue = span("planner", "enqueue", 3000, 3010, trace="plan", parent="plan", kind=KIND_PRODUCER)
+    spans = [
+        span("planner", "plan", 2900, 3900, trace="plan"),
+        enqueue,
+        span("planner", "pay", 3100, 3800, trace="plan", parent="plan"),
+        span("reporter", "render", 0, 500, trace="plan", kind=KIND_CONSUMER, links=(link_to(enqueue),)),
+    ]
+    assert critical_path(spans)[0] == "plan"
+
+
 def test_it_estimates_a_callee_clock_running_ahead():
     spans = [
         span("alice", "a-call", 0, 100, kind=KIND_CLIENT),

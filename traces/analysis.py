@@ -877,13 +877,18 @@ def critical_path(spans: Sequence[SpanRecord]) -> list[str]:
     child that finished before the point reached; when a span has no such child, the
     walk returns to its parent at that span's start. Children are first clipped to their
     parent's interval (those wholly outside it are dropped), as Jaeger's UI does. With
-    several roots, the earliest-starting root's tree is used. Each span is listed once.
+    several roots, the earliest-starting one's tree is used, preferring a root that links to
+    no span of the trace: a root started by a message from the trace (a consumer) comes after
+    its sender, whatever its clock says. Each span is listed once.
     """
     if not spans:
         return []
     by_id = {s.span_id: s for s in spans}
     ids = set(by_id)
-    root = _roots(spans, ids)[0]
+    roots = _roots(spans, ids)
+    origins = [r for r in roots if not any(link.trace_id == r.trace_id and link.span_id in ids and link.span_id != r.span_id
+                                         for link in r.links)]
+    root = (origins or roots)[0]
     children: dict[str, list[SpanRecord]] = defaultdict(list)
     for s in by_id.values():
         if s.parent_span_id and s.parent_span_id in ids and s.span_id != s.parent_span_id:
