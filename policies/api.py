@@ -26,6 +26,7 @@ from policies.selectors import (
     versions_of,
     violation_counts,
     violations_search,
+    violations_with_findings,
 )
 from policies.serializers import (
     EXAMPLE_POLICY,
@@ -241,6 +242,11 @@ class ViolationListApi(ListAPIView):
         filters.is_valid(raise_exception=True)
         self.project = project_for_user(user=self.request.user, slug=filters.validated_data.get("project"))
         return violations_search(project=self.project, **filters.search_kwargs())
+
+    def paginate_queryset(self, queryset):
+        # The findings of the page's violations, in one query however long the page.
+        return violations_with_findings(project=self.project, violations=super().paginate_queryset(queryset),
+                                        trace_counts=False)
 
     def get_serializer_context(self):
         context = super().get_serializer_context()

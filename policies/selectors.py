@@ -11,7 +11,7 @@ from django.db.models.functions import Cast
 from governance.models import Project
 from governance.selectors import projects_for_user
 from policies.models import Policy, PolicyVersion, Violation
-from traces.selectors import ns_of
+from traces.selectors import finding_counts_of_traces, findings_of_spans, ns_of
 
 GROUPS = {"rule": "rule_id", "agent": "agent", "service": "service", "policy": "policy__name"}
 
@@ -70,6 +70,20 @@ def violations_search(*, project: Project, policy_id: int | None = None, rule: s
     if until is not None:
         qs = qs.filter(start_ns__lte=ns_of(until))
     return qs.order_by("-start_ns", "-id")
+
+
+def violations_with_findings(*, project: Project, violations, trace_counts: bool = True) -> list[Violation]:
+    """The violations (a page of them), each given `findings`: the findings, not withdrawn, that involve
+    its span ([{"id", "kind", "status"}], traces.selectors.findings_of_spans), and with trace_counts
+    `other_trace_findings`: how many more involve another span of its trace. One query for the
+    findings of the spans and one for the counts, however many violations."""
+    violations = list(violations)
+    found = findings_of_spans(project=project, spans={(v.trace_id, v.span_id) for v in violations})
+    counts = finding_counts_of_traces(project=project, trace_ids={v.trace_id for v in violations}) if trace_counts else {}
+    for v in violations:
+        v.findings = found.get((v.trace_id, v.span_id), [])
+        v.other_trace_findings = max(counts.get(v.trace_id, 0) - len(v.findings), 0)
+    return violations
 
 
 def violation_counts(*, project: Project, since: datetime, until: datetime, bucket_seconds: int = 3600,

@@ -1,5 +1,6 @@
 from datetime import timedelta
 
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -182,16 +183,28 @@ class ViolationFilter(serializers.Serializer):
         return {k: v for k, v in data.items() if v not in ("", None)}
 
 
+class ViolationFindingOutput(serializers.Serializer):
+    id = serializers.IntegerField(help_text="the finding's id (GET /api/v1/findings/)")
+    kind = serializers.CharField(help_text="lost_update, write_race, stale_read, ...: the finding kinds of the docs")
+    url = serializers.SerializerMethodField(help_text="the finding's page: both sides, the evidence, the fix")
+
+    def get_url(self, finding) -> str:
+        return reverse("finding-detail", args=[self.context["slug"], finding["id"]])
+
+
 class ViolationOutput(serializers.ModelSerializer):
     policy = serializers.CharField(source="policy.name")
     policy_id = serializers.IntegerField()
     version = serializers.IntegerField(source="version.number")
     url = serializers.SerializerMethodField()
+    findings = ViolationFindingOutput(many=True, read_only=True,
+                                      help_text="the findings, open or acknowledged (not withdrawn), that involve "
+                                                "this violation's span, oldest first")
 
     class Meta:
         model = Violation
         fields = ["id", "policy", "policy_id", "version", "rule_id", "rule_kind", "trace_id", "span_id", "agent",
-                  "service", "reason", "start_ns", "enforced", "created_at", "url"]
+                  "service", "reason", "start_ns", "enforced", "created_at", "url", "findings"]
 
     def get_url(self, v) -> str:
         return span_url(self.context["slug"], v.trace_id, v.span_id)

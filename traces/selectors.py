@@ -293,6 +293,36 @@ def findings_of_trace(*, project, trace_id: str):
     return findings_search(project=project, trace_id=trace_id)
 
 
+def findings_of_spans(*, project, spans) -> dict[tuple[str, str], list[dict]]:
+    """{(trace_id, span_id): [{"id", "kind", "status"}, ...]}: the findings, not withdrawn, that involve
+    each of these spans, oldest finding first; spans in none are absent. One query for any number of
+    spans (a page of violations): FindingSpan rows of their traces (the (project, trace_id) index)
+    whose span id is among theirs, then the exact pairs kept here, a span id of one trace matching a
+    span of another being rare."""
+    wanted = set(spans)
+    if not wanted:
+        return {}
+    rows = (FindingSpan.objects.filter(project=project, trace_id__in={t for t, _ in wanted},
+                                       span_id__in={s for _, s in wanted})
+            .exclude(finding__status=Finding.Status.WITHDRAWN).order_by("finding_id")
+            .values_list("trace_id", "span_id", "finding_id", "finding__kind", "finding__status"))
+    found: dict[tuple[str, str], list[dict]] = {}
+    for trace_id, span_id, finding_id, kind, status in rows:
+        shown = found.setdefault((trace_id, span_id), []) if (trace_id, span_id) in wanted else None
+        if shown is not None and all(f["id"] != finding_id for f in shown):
+            shown.append({"id": finding_id, "kind": kind, "status": status})
+    return found
+
+
+def finding_counts_of_traces(*, project, trace_ids) -> dict[str, int]:
+    """{trace_id: how many findings, not withdrawn, involve a span of it}; traces with none are absent."""
+    if not trace_ids:
+        return {}
+    return dict(FindingSpan.objects.filter(project=project, trace_id__in=set(trace_ids))
+                .exclude(finding__status=Finding.Status.WITHDRAWN).order_by()
+                .values("trace_id").annotate(n=Count("finding_id", distinct=True)).values_list("trace_id", "n"))
+
+
 def finding_get(*, user, finding_id: int):
     """A finding in one of the person's projects, or None."""
     return Finding.objects.select_related("project").filter(
