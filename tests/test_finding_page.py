@@ -152,7 +152,7 @@ def test_a_span_clicked_on_the_finding_page_shows_its_detail_in_view(
     page.wait_for_selector("#tl-chart[data-ready='1']", timeout=15000)
     page.locator("#tl-chart").scroll_into_view_if_needed()
     names = {s.span_id: s.name for s in simulated("no-cas")}
-    for _ in range(3):  # on a loaded machine the chart may still be settling its hover layer
+    for _ in range(8):  # on a loaded machine the chart may still be settling its hover layer
         _click_span(page, finding.span_ids[1])
         if page.locator("#tl-panel .tl-span-detail").count():
             break
