@@ -22,14 +22,38 @@ from tests.gunicorn import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class CeleryProcess:
+class ProcessGroup:
+    """A child process that leads a process group of its own (start_new_session): SIGKILL goes to the whole
+    group, a stop asks politely first and kills the group after `stop_seconds`."""
+
+    process: subprocess.Popen | None = None
+    stop_seconds: float = 30
+
+    def sigkill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def terminate(self) -> None:
+        """The polite stop: SIGTERM to the whole group (a subclass whose leader stops its children sends it
+        to the leader alone)."""
+        os.killpg(self.process.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.terminate()
+            try:
+                self.process.wait(self.stop_seconds)
+            except subprocess.TimeoutExpired:
+                self.sigkill()
+
+
+class CeleryProcess(ProcessGroup):
     """`celery -A governance <args>`, restartable; each start logs to a file of its own in `log_dir`
     (`<name>.log`, then `<name>2.log`, ...)."""
 
     def __init__(self, env: dict, log_dir: str | Path, name: str, args: tuple[str, ...], *, stop_seconds: float = 30):
         self.env, self.log_dir, self.name, self.args = env, Path(log_dir), name, args
         self.stop_seconds = stop_seconds  # a warm shutdown waits for the task in hand; then SIGKILL
-        self.process: subprocess.Popen | None = None
         self.starts = 0
 
     @property
@@ -43,10 +67,6 @@ class CeleryProcess:
                                             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
 
-    def sigkill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
     def pool_pids(self) -> list[int]:
         """A prefork worker's pool processes (the ones running tasks): the main process's children."""
         return [int(pid) for children in Path(f"/proc/{self.process.pid}/task").glob("*/children")
@@ -57,14 +77,6 @@ class CeleryProcess:
         sees its task's process lost, gives the message back to the broker (late acknowledgement) and forks anew."""
         for pid in self.pool_pids():
             os.kill(pid, signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(self.stop_seconds)
-            except subprocess.TimeoutExpired:
-                self.sigkill()
 
 
 def worker(env: dict, log_dir: str | Path, name: str = "worker", *, concurrency: int = 1,

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.gunicorn import ROOT, _wait_until_answering, free_port
+from tests.processes import ProcessGroup
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -114,7 +115,7 @@ def manage(env: dict, *args: str) -> str:
     return done.stdout
 
 
-class Web:
+class Web(ProcessGroup):
     """gunicorn governance.wsgi on a fixed port in a process group of its own, so that SIGKILL takes the
     workers with the master, as a container kill or the OOM killer would."""
 
@@ -122,7 +123,6 @@ class Web:
         self.env, self.directory = env, directory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
         self.starts = 0
 
     def start(self) -> None:
@@ -135,22 +135,12 @@ class Web:
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_until_answering(self.process, self.port, log_path)
 
-    def sigkill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)  # to the master: its workers finish the request in hand
 
     def sigterm(self) -> None:
-        self.process.send_signal(signal.SIGTERM)  # graceful: workers finish the request in hand
+        self.terminate()
         self.process.wait(60)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 @contextmanager
