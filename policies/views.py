@@ -9,7 +9,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
@@ -270,9 +269,6 @@ def violation_list(request, slug):
     page = Paginator(violations, 50).get_page(request.GET.get("page"))
     for v in violations_with_findings(project=project, violations=page):
         v.url = span_url(project.slug, v.trace_id, v.span_id)
-        for finding in v.findings:
-            finding["url"] = reverse("finding-detail", args=[project.slug, finding["id"]])
-        v.trace_findings_url = reverse("finding-list", args=[project.slug]) + f"?trace_id={v.trace_id}"
     last = data.get("last") or ""
     over_time = {}
     buckets = []
