@@ -89,7 +89,13 @@ class World:
         self.keys = [f"{('doc', 'ticket', 'repo', 'user')[k % 4]}:{k}" for k in range(keys)]
         self.versions = [1] * keys
         self.fencing = 0
-        self.previous: list[tuple[bytes, bytes]] = []  # (trace_id, span_id) of earlier producer spans
+        self.previous: list[tuple[int, bytes, bytes]] = []  # (end, trace_id, span_id) of earlier producer spans
+        # State accesses wait for settle(), which gives them versions and fencing tokens in event-time
+        # order, as the database agents share would: a write of v+1 happens after the write of v, and
+        # a read sees the newest version written before it. Turns overlap in time, so handing versions
+        # out as turns are built made writes of later versions seconds before earlier ones, a world
+        # where effects come before their causes.
+        self.accesses: list[tuple[int, int, str, object, dict, int, list]] = []
 
     def _key_index(self) -> int:
         return min(int(self.rng.paretovariate(1.2)) - 1, len(self.keys) - 1)  # hot keys
@@ -115,8 +121,9 @@ class World:
         thread = f"t{rng.randrange(4)}"
         root = add("agent.turn", b"", 2, start, 0, {"gen_ai.operation.name": "invoke_agent", "thread.id": thread,
                                                      "turn.number": rng.randrange(1, 50), "user.tier": "pro"})
-        if self.previous and rng.random() < 0.3:
-            link_trace, link_span = rng.choice(self.previous)
+        ended = [(trace, span) for end, trace, span in self.previous if end < start]
+        if ended and rng.random() < 0.3:
+            link_trace, link_span = rng.choice(ended)
             link = root.links.add(trace_id=link_trace, span_id=link_span)
             link.attributes.extend(key_values({"link.reason": "message"}))
         t = start + 1000
@@ -140,31 +147,56 @@ class World:
             # About 30% of spans touch shared state, some with idempotency or a fenced lock.
             index = self._key_index()
             key = self.keys[index]
-            version = self.versions[index]
             read = add("state.read", server.span_id, 1, t + 300_000, 400_000,
-                       {"state.key": key, "state.op": "read", "state.version": version, "db.system": "postgresql"})
+                       {"state.key": key, "state.op": "read", "db.system": "postgresql"})
+            seen: list = []  # the version the read saw, for the write on top of it
+            self._access(read, "read", {}, index, seen)
             t += length + 2_000_000
             if rng.random() < 0.5:
                 continue  # a lookup only
-            conflict = rng.random() < 0.05
-            write_attrs = {"state.key": key, "state.op": "write", "state.version": version + 1,
-                           "state.base_version": version, "state.conflict": conflict, "db.system": "postgresql"}
-            if rng.random() < 0.3:
-                self.fencing += 1
-                write_attrs.update({"lock.name": f"lock:{key}", "lock.fencing_token": self.fencing})
+            write_attrs = {"state.key": key, "state.op": "write", "db.system": "postgresql",
+                           "compare_and_set": rng.random() < 0.5, "locked": rng.random() < 0.3}
             if tool == "send_email":
                 write_attrs.update({"idempotency.key": f"mail-{rng.getrandbits(40):010x}",
                                     "idempotency.outcome": "deduplicated" if rng.random() < 0.1 else "executed"})
-            add("state.write", server.span_id, 1, read.end_time_unix_nano + 1000, 600_000, write_attrs,
-                status=2 if conflict else 0, message="version conflict" if conflict else "")
-            if not conflict:
-                self.versions[index] = version + 1
+            write = add("state.write", server.span_id, 1, read.end_time_unix_nano + 1000, 600_000, {})
+            self._access(write, "write", write_attrs, index, seen)
         producer = add("publish handoff", root.span_id, 4, t, 1_000_000,
                        {"messaging.system": "kafka", "messaging.destination.name": "handoffs", "thread.id": thread})
         root.end_time_unix_nano = t + 2_000_000
-        self.previous.append((trace_id, producer.span_id))
+        self.previous.append((producer.end_time_unix_nano, trace_id, producer.span_id))
         del self.previous[:-200]
         return count
+
+    def _access(self, span, op: str, attributes: dict, index: int, seen: list) -> None:
+        self.accesses.append((span.start_time_unix_nano, len(self.accesses), op, span, attributes, index, seen))
+
+    def settle(self) -> None:
+        """Versions, conflicts and fencing tokens for the accesses made so far, in event-time order.
+        A read sees the newest version (1 read in 50 a cached one a version behind: a stale read when
+        the newer write happened-before it). A write is on top of the version its turn's read saw:
+        with compare-and-set it fails if the key moved since; without, it takes effect anyway, a lost
+        update when another write was on top of the same version."""
+        rng = self.rng
+        for _, _, op, span, attributes, index, seen in sorted(self.accesses, key=lambda a: a[:2]):
+            current = self.versions[index]
+            if op == "read":
+                version = current - 1 if current > 1 and rng.random() < 0.02 else current
+                seen.append(version)
+                span.attributes.extend(key_values({"state.version": version}))
+                continue
+            base = seen[0]
+            conflict = attributes.pop("compare_and_set") and base != current
+            attributes.update({"state.version": current + 1, "state.base_version": base, "state.conflict": conflict})
+            if attributes.pop("locked"):
+                self.fencing += 1
+                attributes.update({"lock.name": f"lock:{self.keys[index]}", "lock.fencing_token": self.fencing})
+            span.attributes.extend(key_values(attributes))
+            if conflict:
+                span.status.CopyFrom(Status(code=2, message="version conflict"))
+            else:
+                self.versions[index] = current + 1
+        self.accesses.clear()
 
 
 def make_batches(count: int, spans_per_batch: int, resources: int, seed: int) -> tuple[list[bytes], list[int], float]:
@@ -174,6 +206,7 @@ def make_batches(count: int, spans_per_batch: int, resources: int, seed: int) ->
     world = World(rng)
     start = time.time_ns() - 3_600_000_000_000
     bodies, counts, with_state = [], [], 0
+    requests = []
     for _ in range(count):
         request = ExportTraceServiceRequest()
         agents = rng.sample(world.agents, resources)
@@ -188,8 +221,11 @@ def make_batches(count: int, spans_per_batch: int, resources: int, seed: int) ->
         while made < spans_per_batch:
             made += world.turn(rng.choice(scopes), start)
             start += rng.randrange(1, 50) * 1_000_000
-        bodies.append(request.SerializeToString())
+        requests.append(request)
         counts.append(made)
+    world.settle()
+    for request in requests:
+        bodies.append(request.SerializeToString())
         with_state += sum(1 for rs in request.resource_spans for sp in rs.scope_spans[0].spans
                           if sp.name.startswith("state."))
     return bodies, counts, with_state / max(1, sum(counts))

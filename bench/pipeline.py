@@ -229,14 +229,14 @@ def main(argv=None) -> int:
     bodies: list[bytes] = []
 
     def requests_for(rate: float) -> list[bytes]:
-        # Built before each run's clock starts, only as many as the run sends (each run has a database
-        # of its own, so runs may send the same requests).
+        # Built before each run's clock starts, as many as the run sends, from one world (each run has
+        # a database of its own, so runs may send the same requests; two worlds would write the same
+        # keys' versions twice over).
         count = int(rate * args.duration / SPANS_PER_REQUEST) + 1
         if count > len(bodies):
             began = time.monotonic()
-            more, _, _ = make_batches(count - len(bodies), SPANS_PER_REQUEST, 4, args.seed + len(bodies))
-            bodies.extend(more)
-            say(f"{len(more)} more requests of {SPANS_PER_REQUEST} spans built in {time.monotonic() - began:.0f} s")
+            bodies[:] = make_batches(count, SPANS_PER_REQUEST, 4, args.seed)[0]
+            say(f"{count} requests of {SPANS_PER_REQUEST} spans built in {time.monotonic() - began:.0f} s")
         return bodies
 
     outcomes: list[dict] = []
