@@ -172,6 +172,15 @@ def log_in(page, live_server, username: str):
     page.wait_for_load_state("networkidle")
 
 
+@pytest.fixture(autouse=True)
+def _forget_quiet_spans():
+    """The analysis keeps the quiet traces it read for its next run in the process (traces.services);
+    a test starts with none, as a new worker does."""
+    from traces.services import quiet_spans
+
+    quiet_spans.clear()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _clean_embedded_broker():
     """Messages an earlier run left in the embedded broker must not reach this run's workers."""

@@ -382,7 +382,7 @@ def test_findings_that_late_spans_change_all_touch_a_span_they_reach(seed, turns
 
     before = {ident(f): f for f in analyse(early)}
     after = {ident(f): f for f in analyse(spans)}
-    revised, touched = analyse_revised(spans, [(s.trace_id, s.span_id) for s in late])
+    revised, touched, _ = analyse_revised(spans, [(s.trace_id, s.span_id) for s in late])
     touched_ids = {span_id for _, span_id in touched}
     late_keys = {s.idempotency_key for s in late if s.idempotency_key}
     assert {ident(f) for f in revised} <= set(after)

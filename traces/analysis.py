@@ -39,6 +39,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -546,7 +547,9 @@ def _span_name(s: SpanRecord) -> str:
     return f"{s.name} ({_who(s)})"
 
 
-def _races(sp: _Spans, accesses: list[int], clocks: _Clocks, out: list[Finding]) -> None:
+def _races(sp: _Spans, accesses: list[int], clocks: _Clocks, out: list[Finding], reached=None) -> None:
+    """The lost updates, write races and stale reads; with `reached` (a flag per span), only on the
+    keys a reached span accessed: every pair on another key would be dropped as unrevised."""
     recs = sp.recs
     writes_by_key: dict[str, list[int]] = defaultdict(list)
     reads_by_key: dict[str, list[int]] = defaultdict(list)
@@ -560,6 +563,8 @@ def _races(sp: _Spans, accesses: list[int], clocks: _Clocks, out: list[Finding])
     lock_cache: dict = {}
     for key in sorted(writes_by_key):
         writes = writes_by_key[key]
+        if reached is not None and not any(reached[accesses[j]] for j in writes + reads_by_key.get(key, [])):
+            continue
         # lost_update: same base version.
         by_base: dict[int, list[int]] = defaultdict(list)
         for j in writes:
@@ -754,9 +759,13 @@ def _lock_overlaps(sp: _Spans, out: list[Finding]) -> None:
                 f"critical sections of lock {name} by {_who(recs[a])} and {_who(recs[b])} overlap: {why}")))
 
 
-def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool, out: list[Finding]) -> None:
+def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool, out: list[Finding],
+               reached=None) -> None:
+    """With `reached`, only the findings of reached spans: a span whose parent or linked span was
+    reached was reached too (through the edge from that span's start to its own)."""
     recs, st, parent, clock, find = sp.recs, sp.st, sp.parent, sp.clock, sp.find
-    for i, s in enumerate(recs):
+    for i in range(len(recs)) if reached is None else np.flatnonzero(reached).tolist():
+        s = recs[i]
         p = parent[i]
         if p >= 0 and p != i:
             tolerance = same_ns if clock[p] == clock[i] else skew_ns
@@ -813,15 +822,20 @@ def analyse(
     return _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, revised_by)[0]
 
 
-def analyse_revised(spans: Iterable[SpanRecord], revised_by: Iterable[tuple[str, str]], **options,
-                    ) -> tuple[list[Finding], set[tuple[str, str]]]:
+class Revision(NamedTuple):
+    found: list[Finding]  # the findings the new spans can have changed, as they stand now
+    touched: set[tuple[str, str]]  # (trace_id, span_id) of the spans that happened after a new one
+    graph: HappensBefore  # the happens-before graph the analysis built, to say why a finding went
+
+
+def analyse_revised(spans: Iterable[SpanRecord], revised_by: Iterable[tuple[str, str]], **options) -> Revision:
     """`analyse(spans, revised_by=...)`, and the (trace_id, span_id) of the spans that happened after
     one of `revised_by` (they included): a stored finding none of whose spans is among them, and not
     a duplicate execution of one of their idempotency keys, is not changed by them."""
-    found, touched = _analyse(spans, options.get("skew_tolerance_ms", 50.0),
-                              options.get("same_clock_tolerance_ms", 0.0), options.get("report_orphans", True),
-                              revised_by)
-    return found, touched
+    found, touched, graph = _analyse(spans, options.get("skew_tolerance_ms", 50.0),
+                                     options.get("same_clock_tolerance_ms", 0.0), options.get("report_orphans", True),
+                                     revised_by)
+    return Revision(found, touched, graph)
 
 
 def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, revised_by):
@@ -832,21 +846,24 @@ def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, 
         out: list[Finding] = []
         accesses = [i for i, s in enumerate(sp.recs) if _is_access(s)]
         revised: list[np.ndarray] = []
+        graphs: list[HappensBefore] = []
 
         def descendants(nodes, src, dst):
             origins = [2 * i for t, s in revised_by if (i := sp.find(t, s)) >= 0]
             revised.append(_reachable_from(nodes, src, dst, origins)[0:2 * sp.n:2])
+            graphs.append(HappensBefore.of_edges(sp, nodes, src, dst))
 
         on_graph = descendants if revised_by is not None else None
         if accesses:
             clocks = _vector_clocks(sp, accesses, on_graph)
-            _races(sp, accesses, clocks, out)
+            _races(sp, accesses, clocks, out, revised[0] if revised else None)
         elif on_graph is not None:
             g = _build_graph(sp, [])
             descendants(g.nodes, *g.edges())
         _duplicates(sp, out)
         _lock_overlaps(sp, out)
-        _causality(sp, skew_tolerance_ms * 1e6, same_clock_tolerance_ms * 1e6, report_orphans, out)
+        _causality(sp, skew_tolerance_ms * 1e6, same_clock_tolerance_ms * 1e6, report_orphans, out,
+                   revised[0] if revised else None)
         touched = None
         if revised_by is not None:
             out, touched = _revised_only(sp, out, revised[0], revised_by)
@@ -858,7 +875,7 @@ def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, 
         if ident != last:
             unique.append(f)
             last = ident
-    return unique, touched
+    return unique, touched, graphs[0] if graphs else None
 
 
 # ---------------------------------------------------------------------------
@@ -1168,11 +1185,31 @@ class HappensBefore:
     breadth-first search, so a pair costs what its paths reach, never a rebuild of the graph."""
 
     def __init__(self, spans: Iterable[SpanRecord]):
-        self._spans = _Spans(spans)
-        g = _build_graph(self._spans, [i for i, s in enumerate(self._spans.recs) if _is_access(s)])
-        src, dst = g.edges()
-        self._forward = _adjacency(g.nodes, src, dst)
-        self._backward = _adjacency(g.nodes, dst, src)
+        sp = _Spans(spans)
+        g = _build_graph(sp, [i for i, s in enumerate(sp.recs) if _is_access(s)])
+        self._take(sp, g.nodes, *g.edges())
+
+    @classmethod
+    def of_edges(cls, sp: _Spans, nodes: int, src: np.ndarray, dst: np.ndarray) -> HappensBefore:
+        """The graph an analysis already built (analyse_revised hands it on)."""
+        graph = cls.__new__(cls)
+        graph._take(sp, nodes, src, dst)
+        return graph
+
+    def _take(self, sp: _Spans, nodes: int, src: np.ndarray, dst: np.ndarray) -> None:
+        self._spans, self._nodes, self._edges = sp, nodes, (src, dst)
+        self._forward = self._backward = None  # built on the first question: most runs ask none
+
+    def _adjacencies(self):
+        if self._forward is None:
+            src, dst = self._edges
+            self._forward, self._backward = _adjacency(self._nodes, src, dst), _adjacency(self._nodes, dst, src)
+        return self._forward, self._backward
+
+    def span(self, key: tuple[str, str]) -> SpanRecord | None:
+        """The span (trace_id, span_id) among the graph's, or None."""
+        i = self._spans.find(*key)
+        return self._spans.recs[i] if i >= 0 else None
 
     def indexes(self, keys: Iterable[tuple[str, str]]) -> np.ndarray:
         """Positions of (trace_id, span_id) keys among the spans, for `between`; unknown keys left out."""
@@ -1187,13 +1224,14 @@ class HappensBefore:
         a, b = sp.find(*first), sp.find(*second)
         if a < 0 or b < 0:
             return []
-        forward = _reach(self._forward, 2 * a + 1)
+        edges, back_edges = self._adjacencies()
+        forward = _reach(edges, 2 * a + 1)
         if not forward[2 * b]:
             a, b = b, a
-            forward = _reach(self._forward, 2 * a + 1)
+            forward = _reach(edges, 2 * a + 1)
             if not forward[2 * b]:
                 return []
-        on_path = forward & _reach(self._backward, 2 * b)
+        on_path = forward & _reach(back_edges, 2 * b)
         hits = among[(on_path[2 * among] | on_path[2 * among + 1]) & (among != a) & (among != b)]
         return sorted((sp.recs[i].trace_id, sp.recs[i].span_id) for i in hits.tolist())
 
@@ -1218,7 +1256,11 @@ def _reachable_from(nodes: int, src: np.ndarray, dst: np.ndarray, origins: list[
 def _adjacency(nodes: int, src: np.ndarray, dst: np.ndarray):
     from scipy.sparse import csr_matrix
 
-    return csr_matrix((np.ones(len(src), np.int32), (src, dst)), shape=(nodes, nodes))
+    # As scipy's graph searches take it (float64, duplicates summed): otherwise each search converts
+    # a copy first, which cost more than the search on a run's graph.
+    edges = csr_matrix((np.ones(len(src), np.float64), (src, dst)), shape=(nodes, nodes))
+    edges.sum_duplicates()
+    return edges
 
 
 def _reach(edges, origin: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Max, Min, Q
 from django.utils import timezone
 
 from governance.bulk import rows_update
@@ -64,22 +64,58 @@ def finding_fingerprint(found: FoundFinding) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _region_spans(project: Project, new: list[SpanRecord]) -> list[SpanRecord]:
-    """The spans a run analyses with the spans of traces that turned quiet: every trace that has a
-    span within the analysis horizon (event time) before their earliest span or after their latest,
-    whole (a trace is never cut, so no span in it looks orphaned).
+class _QuietSpans:
+    """The spans of quiet traces that this worker process has read, per project, for the next run.
 
-    A happens-before path may run through any span (program order on a thread, a message, a
-    version, a lock), and late spans may order accesses on traces far from their own. Paths run
-    forward in time but for clock skew, so the spans around in time decide every pair the new
-    spans take part in or order, up to the horizon; what costs a run is the horizon times the span
-    rate, whatever the window.
+    A run analyses its new spans with every quiet trace around them, and most of those were read by
+    the run before: reading them again was a third of a run. A quiet trace's spans are final until
+    new spans reopen it, and ingest stores a span once, so a trace is read again only when its
+    (row, completed_at, span_count) differs from the copy kept. Traces still open around the new ones
+    are left out: their spans are new to a later run, once they are quiet (as the spec says of
+    orphans: "once the trace has been quiet"). Only what the last run's range held is kept, so the
+    memory is the window's spans at most.
     """
-    low, high = min(s.start_ns for s in new), max(s.end_ns for s in new)
-    horizon = analysis_horizon_ns(project)
-    nearby = Trace.objects.filter(project=project, start_ns__lte=high + horizon,
-                                  end_ns__gte=low - horizon).values("trace_id")
-    return list(span_records(Span.objects.filter(project=project, trace_id__in=nearby), resource=False, bare=True))
+
+    def __init__(self):
+        self._by_project: dict[int, dict[str, tuple[tuple, list[SpanRecord]]]] = {}
+
+    def clear(self) -> None:
+        self._by_project.clear()
+
+    def region(self, project: Project, trace_ids: list[str]) -> tuple[list[SpanRecord], list[SpanRecord]]:
+        """(the spans of `trace_ids`, the spans the run analyses them with, theirs included): every
+        quiet trace with a span within the analysis horizon (event time) before their earliest span
+        or after their latest, whole (a trace is never cut, so no span in it looks orphaned).
+
+        A happens-before path may run through any span (program order on a thread, a message, a
+        version, a lock), and late spans may order accesses on traces far from their own. Paths run
+        forward in time but for clock skew, so the spans around in time decide every pair the new
+        spans take part in or order, up to the horizon."""
+        traces = Trace.objects.filter(project=project)
+        bounds = traces.filter(trace_id__in=trace_ids).aggregate(low=Min("start_ns"), high=Max("end_ns"))
+        if bounds["low"] is None:
+            return [], []
+        horizon = analysis_horizon_ns(project)
+        around = traces.filter(Q(trace_id__in=trace_ids) | Q(
+            ~Q(state=Trace.State.OPEN), start_ns__lte=bounds["high"] + horizon, end_ns__gte=bounds["low"] - horizon))
+        # The row's id too: a test database rolled back may hand out one id, trace id and frozen time again.
+        versions = {row[0]: row[1:] for row in around.values_list("trace_id", "pk", "completed_at", "span_count")}
+        kept = self._by_project.get(project.pk, {})
+        spans_of = {trace_id: kept[trace_id] for trace_id, version in versions.items()
+                    if trace_id in kept and kept[trace_id][0] == version}
+        unread = [trace_id for trace_id in versions if trace_id not in spans_of]
+        read: dict[str, list[SpanRecord]] = {trace_id: [] for trace_id in unread}
+        for at in range(0, len(unread), 5000):
+            for s in span_records(Span.objects.filter(project=project, trace_id__in=unread[at:at + 5000]),
+                                  resource=False, bare=True):
+                read[s.trace_id].append(s)
+        spans_of.update((trace_id, (versions[trace_id], spans)) for trace_id, spans in read.items())
+        self._by_project[project.pk] = spans_of
+        new = [s for trace_id in trace_ids if trace_id in spans_of for s in spans_of[trace_id][1]]
+        return new, [s for _, spans in spans_of.values() for s in spans]
+
+
+quiet_spans = _QuietSpans()
 
 
 def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
@@ -89,18 +125,19 @@ def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
     Returns how many findings were new."""
     project = Project.objects.get(pk=project_id)
     began = time.perf_counter()
-    quiet = list(span_records(Span.objects.filter(project=project, trace_id__in=trace_ids), resource=False,
-                              bare=True))
+    quiet, records = quiet_spans.region(project, trace_ids)
     if not quiet:
         return 0
-    records = _region_spans(project, quiet)
     loaded = time.perf_counter()
     revised_by = {(s.trace_id, s.span_id) for s in quiet}
-    revised, touched = analyse_revised(records, revised_by)
+    revised, touched, graph = analyse_revised(records, revised_by)
     analysed = time.perf_counter()
     found = {finding_fingerprint(f): f for f in revised}
-    trace_of = {s.span_id: s.trace_id for s in records}
-    start_of = {s.span_id: s.start_ns for s in records}
+    # The findings' spans by id: a few hundred, among the hundreds of thousands analysed.
+    spans_of_found = {span_id: graph.span((trace_id, span_id)) for f in found.values()
+                      for span_id in f.span_ids for trace_id in f.trace_ids if graph.span((trace_id, span_id))}
+    trace_of = {span_id: s.trace_id for span_id, s in spans_of_found.items()}
+    start_of = {span_id: s.start_ns for span_id, s in spans_of_found.items()}
     with transaction.atomic():
         known = dict(Finding.objects.filter(project=project, fingerprint__in=list(found))
                      .values_list("fingerprint", "status"))
@@ -122,7 +159,7 @@ def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
         if again:
             Finding.objects.filter(project=project, fingerprint__in=again).update(
                 status=Finding.Status.OPEN, withdrawn_at=None, withdrawn_reason="")
-        _withdraw_revised(project, records, found, quiet, touched)
+        _withdraw_revised(project, graph, found, quiet, touched)
     # What a run costs, by step: the figures docs/concurrency.md's pipeline section is about.
     log.info("analysis of %s new spans with %s around them: %s revised, %s findings touched, %s new; "
              "load %.2f s, analyse %.2f s, store %.2f s", len(quiet), len(records), len(touched), len(found),
@@ -130,13 +167,12 @@ def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
     return len(fresh)
 
 
-def _withdraw_revised(project: Project, records: list[SpanRecord], found: dict[str, FoundFinding],
+def _withdraw_revised(project: Project, graph: HappensBefore, found: dict[str, FoundFinding],
                       quiet: list[SpanRecord], touched: set[tuple[str, str]]) -> None:
     """An open finding that the new spans could change (one of its spans happened after one of
     them, or it is a duplicate execution of one of their idempotency keys), whose spans were all
     analysed again and that is no longer found, was made before later spans arrived (they ordered
     its accesses, or brought an orphan's parent): withdraw it, and say which later spans did it."""
-    region = {(s.trace_id, s.span_id) for s in records}
     keys = {s.idempotency_key for s in quiet if s.idempotency_key}
     by_span = FindingSpan.objects.filter(project=project, trace_id__in={t for t, _ in touched}).values_list(
         "finding_id", "trace_id", "span_id")
@@ -148,8 +184,9 @@ def _withdraw_revised(project: Project, records: list[SpanRecord], found: dict[s
     for finding_id, trace_id, span_id in FindingSpan.objects.filter(finding__in=candidates).values_list(
             "finding_id", "trace_id", "span_id"):
         spans_of.setdefault(finding_id, []).append((trace_id, span_id))
-    explain = _Withdrawals(records, found, {s.trace_id for s in quiet})
-    withdrawn = list(candidates.filter(pk__in=[pk for pk, spans in spans_of.items() if set(spans) <= region]))
+    analysed_again = [pk for pk, spans in spans_of.items() if all(graph.span(key) is not None for key in spans)]
+    withdrawn = list(candidates.filter(pk__in=analysed_again))
+    explain = _Withdrawals(graph, found, quiet)
     now = timezone.now()
     for finding in withdrawn:
         finding.status, finding.withdrawn_at = Finding.Status.WITHDRAWN, now
@@ -160,40 +197,37 @@ def _withdraw_revised(project: Project, records: list[SpanRecord], found: dict[s
 
 
 class _Withdrawals:
-    """Why findings were withdrawn, for one run: its spans indexed and its happens-before graph
-    built once (a run over traffic with hot keys can withdraw thousands of findings; building them
-    per finding made a run quadratic). Paths are traced for the first PATHS_NAMED pairs of a run;
-    the rest name the later traces, which is what a reader follows anyway."""
+    """Why findings were withdrawn, for one run, over the happens-before graph its analysis built
+    (a run over traffic with hot keys can withdraw thousands of findings; building a graph per
+    finding made a run quadratic). Paths are traced for the first PATHS_NAMED pairs of a run; the
+    rest name the later traces, which is what a reader follows anyway."""
 
-    PATHS_NAMED = 100
+    PATHS_NAMED = 10
 
-    def __init__(self, records: list[SpanRecord], found: dict[str, FoundFinding], trace_ids: set[str]):
-        self.by_key = {(s.trace_id, s.span_id): s for s in records}
-        self.records = records
+    def __init__(self, graph: HappensBefore, found: dict[str, FoundFinding], quiet: list[SpanRecord]):
+        self.graph = graph
         self.found_by_span: dict[tuple[str, str, str], list[FoundFinding]] = {}
         for f in found.values():
             for span_id in f.span_ids:
                 self.found_by_span.setdefault((f.kind, f.key, span_id), []).append(f)
-        self.later = [key for key in self.by_key if key[0] in trace_ids]
-        self.later_traces = sorted(trace_ids)
-        self._graph: HappensBefore | None = None
+        self.later = [(s.trace_id, s.span_id) for s in quiet]
+        self.later_traces = sorted({s.trace_id for s in quiet})
         self._later_at = None
         self._paths_left = self.PATHS_NAMED
 
     def named(self, key: tuple[str, str]) -> str:
-        s = self.by_key[key]
+        s = self.graph.span(key)
         return f"{s.name} ({s.agent or s.service_name}, span {s.span_id} of trace {s.trace_id})"
 
     def reason(self, finding: Finding, spans: list[tuple[str, str]]) -> str:
         if finding.kind == "orphan_span":
-            child = self.by_key[spans[0]]
+            child = self.graph.span(spans[0])
             return f"Its parent arrived later: {self.named((child.trace_id, child.parent_span_id))}."
         if len(spans) == 2 and finding.kind in ("write_race", "stale_read", "lock_overlap") and self._paths_left > 0:
             self._paths_left -= 1
-            if self._graph is None:
-                self._graph = HappensBefore(self.records)
-                self._later_at = self._graph.indexes(self.later)
-            between = self._graph.between(spans[0], spans[1], self._later_at)
+            if self._later_at is None:
+                self._later_at = self.graph.indexes(self.later)
+            between = self.graph.between(spans[0], spans[1], self._later_at)
             if between:
                 return ("Later spans ordered these accesses (a happens-before path runs through them): "
                         + "; ".join(self.named(key) for key in between[:3]) + (" and more." if len(between) > 3 else "."))
