@@ -178,3 +178,23 @@ def test_program_order_through_traces_that_touch_no_key_is_followed(monkeypatch)
     while StageBatch.objects.filter(project=project, stage="analysis").exists():
         services.stage_run(stage=one_trace, project_id=project.pk)
     assert stored(project) == []
+
+
+def test_a_trace_reopened_at_the_same_instant_is_read_again_not_taken_from_the_run_before(clock):
+    """The analysis keeps the quiet traces it read for its next run. With the clock stopped, a trace
+    that a late span reopens is completed again at the same instant: it must still be read again (its
+    span count changed), or the late write's race would never be found."""
+    project = new_project()
+    first = [span("a", "1", "A", "turn", 0, 50, kind=KIND_SERVER),
+             span("a", "2", "A", "write", 5, 10, parent="1", **{"state.key": "ledger", "state.op": "write",
+                                                                "state.version": 2})]
+    late = [span("a", "3", "B", "write", 6, 9, parent="1", **{"state.key": "ledger", "state.op": "write",
+                                                              "state.version": 3})]
+    spans_store(project_id=project.pk, spans=first)
+    settle(project)
+    assert stored(project) == []
+    completed = Trace.objects.get(project=project).completed_at
+    spans_store(project_id=project.pk, spans=late)
+    settle(project)
+    assert Trace.objects.get(project=project).completed_at == completed, "completed again at the same instant"
+    assert stored(project) == expected(first + late) and [kind for kind, _, _ in stored(project)] == ["write_race"]
