@@ -583,6 +583,9 @@ def _races(sp: _Spans, accesses: list[int], clocks: _Clocks, out: list[Finding],
         if len(writes) > 1:
             _write_races(sp, key, writes, accesses, clocks, lock_cache, out)
         reads = reads_by_key.get(key)
+        if reads and reached is not None:
+            # A stale read's write happened-before the read, so a revised one has its read reached.
+            reads = [j for j in reads if reached[accesses[j]]]
         if reads:
             _stale_reads(sp, key, writes, reads, accesses, clocks, out)
 
