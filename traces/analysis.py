@@ -789,11 +789,11 @@ def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool,
                         f"{_span_name(recs[q])} it links to starts"), ordered=False))
 
 
-def _revised_only(sp: _Spans, out: list[Finding], reached: np.ndarray, revised_by) -> list[Finding]:
+def _revised_only(sp: _Spans, out: list[Finding], reached: np.ndarray, new: list[int]) -> list[Finding]:
     recs = sp.recs
     reached_at = np.flatnonzero(reached).tolist()
     touched = {recs[i].span_id for i in reached_at}
-    keys = {recs[i].idempotency_key for t, s in revised_by if (i := sp.find(t, s)) >= 0 and recs[i].idempotency_key}
+    keys = {recs[i].idempotency_key for i in new if recs[i].idempotency_key}
     kept = [f for f in out if touched.intersection(f.span_ids) or (f.kind == "duplicate_side_effect" and f.key in keys)]
     return kept, {(recs[i].trace_id, recs[i].span_id) for i in reached_at}
 
@@ -845,31 +845,31 @@ def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, 
     # Millions of small objects (indexes, lists per key, packed clocks) and no cycles among them.
     with collector_paused():
         sp = _Spans(spans)
-        revised_by = list(revised_by) if revised_by is not None else None
+        # The new spans' positions, when only what they can change is asked for.
+        new = None if revised_by is None else [i for t, s in revised_by if (i := sp.find(t, s)) >= 0]
         out: list[Finding] = []
         accesses = [i for i, s in enumerate(sp.recs) if _is_access(s)]
-        revised: list[np.ndarray] = []
-        graphs: list[HappensBefore] = []
+        reached = None
+        graph = None
 
         def descendants(nodes, src, dst):
-            origins = [2 * i for t, s in revised_by if (i := sp.find(t, s)) >= 0]
-            revised.append(_reachable_from(nodes, src, dst, origins)[0:2 * sp.n:2])
-            graphs.append(HappensBefore.of_edges(sp, nodes, src, dst))
+            nonlocal reached, graph
+            reached = _reachable_from(nodes, src, dst, [2 * i for i in new])[0:2 * sp.n:2]
+            graph = HappensBefore.of_edges(sp, nodes, src, dst)
 
-        on_graph = descendants if revised_by is not None else None
+        on_graph = descendants if new is not None else None
         if accesses:
             clocks = _vector_clocks(sp, accesses, on_graph)
-            _races(sp, accesses, clocks, out, revised[0] if revised else None)
+            _races(sp, accesses, clocks, out, reached)
         elif on_graph is not None:
             g = _build_graph(sp, [])
             descendants(g.nodes, *g.edges())
         _duplicates(sp, out)
         _lock_overlaps(sp, out)
-        _causality(sp, skew_tolerance_ms * 1e6, same_clock_tolerance_ms * 1e6, report_orphans, out,
-                   revised[0] if revised else None)
+        _causality(sp, skew_tolerance_ms * 1e6, same_clock_tolerance_ms * 1e6, report_orphans, out, reached)
         touched = None
-        if revised_by is not None:
-            out, touched = _revised_only(sp, out, revised[0], revised_by)
+        if new is not None:
+            out, touched = _revised_only(sp, out, reached, new)
     out.sort(key=_sort_key)
     unique: list[Finding] = []
     last = None
@@ -878,7 +878,7 @@ def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, 
         if ident != last:
             unique.append(f)
             last = ident
-    return unique, touched, graphs[0] if graphs else None
+    return unique, touched, graph
 
 
 # ---------------------------------------------------------------------------

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from sys import intern
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from sys import intern
 
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db import transaction
-from django.db.models import Max, Min, Q
 from django.utils import timezone
 
 from governance.bulk import rows_insert, rows_update
@@ -92,15 +91,18 @@ class _QuietSpans:
         version, a lock), and late spans may order accesses on traces far from their own. Paths run
         forward in time but for clock skew, so the spans around in time decide every pair the new
         spans take part in or order, up to the horizon."""
+        # A trace's version: its row's id too, as a test database rolled back may hand out one id, trace id
+        # and frozen time again.
+        version_columns = ("trace_id", "pk", "completed_at", "span_count")
         traces = Trace.objects.filter(project=project)
-        bounds = traces.filter(trace_id__in=trace_ids).aggregate(low=Min("start_ns"), high=Max("end_ns"))
-        if bounds["low"] is None:
+        batch = list(traces.filter(trace_id__in=trace_ids).values_list(*version_columns, "start_ns", "end_ns"))
+        if not batch:
             return [], []
         horizon = analysis_horizon_ns(project)
-        around = traces.filter(Q(trace_id__in=trace_ids) | Q(
-            ~Q(state=Trace.State.OPEN), start_ns__lte=bounds["high"] + horizon, end_ns__gte=bounds["low"] - horizon))
-        # The row's id too: a test database rolled back may hand out one id, trace id and frozen time again.
-        versions = {row[0]: row[1:] for row in around.values_list("trace_id", "pk", "completed_at", "span_count")}
+        around = traces.exclude(state=Trace.State.OPEN).filter(
+            start_ns__lte=max(row[-1] for row in batch) + horizon, end_ns__gte=min(row[-2] for row in batch) - horizon)
+        versions = {row[0]: row[1:] for row in around.values_list(*version_columns)}
+        versions.update((row[0], row[1:4]) for row in batch)
         kept = self._by_project.get(project.pk, {})
         spans_of = {trace_id: kept[trace_id] for trace_id, version in versions.items()
                     if trace_id in kept and kept[trace_id][0] == version}
@@ -142,24 +144,23 @@ def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
     analysed = time.perf_counter()
     found = {finding_fingerprint(f): f for f in revised}
     # The findings' spans by id: a few hundred, among the hundreds of thousands analysed.
-    spans_of_found = {span_id: graph.span((trace_id, span_id)) for f in found.values()
-                      for span_id in f.span_ids for trace_id in f.trace_ids if graph.span((trace_id, span_id))}
-    trace_of = {span_id: s.trace_id for span_id, s in spans_of_found.items()}
-    start_of = {span_id: s.start_ns for span_id, s in spans_of_found.items()}
+    span_of = {span_id: span for f in found.values() for span_id in f.span_ids for trace_id in f.trace_ids
+               if (span := graph.span((trace_id, span_id)))}
     with transaction.atomic():
         known = dict(Finding.objects.filter(project=project, fingerprint__in=list(found))
                      .values_list("fingerprint", "status"))
         fresh = [
             Finding(project=project, kind=f.kind, key=f.key, trace_ids=list(f.trace_ids), span_ids=list(f.span_ids),
                     agents=member_text(f.agents), detail=f.detail, fingerprint=fp,
-                    first_ns=min((start_of.get(s, 0) for s in f.span_ids), default=0))
+                    first_ns=min((span_of[s].start_ns if s in span_of else 0 for s in f.span_ids), default=0))
             for fp, f in found.items() if fp not in known
         ]
         rows_insert(fresh, ignore_conflicts=True)
         stored = dict(Finding.objects.filter(project=project, fingerprint__in=[f.fingerprint for f in fresh])
                       .values_list("fingerprint", "pk"))
         rows_insert([
-            FindingSpan(finding_id=stored[f.fingerprint], project=project, trace_id=trace_of.get(span_id, ""),
+            FindingSpan(finding_id=stored[f.fingerprint], project=project,
+                        trace_id=span_of[span_id].trace_id if span_id in span_of else "",
                         span_id=span_id)
             for f in fresh if f.fingerprint in stored for span_id in f.span_ids
         ])
