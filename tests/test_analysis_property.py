@@ -390,3 +390,61 @@ def test_findings_that_late_spans_change_all_touch_a_span_they_reach(seed, turns
     for gone in set(before) - set(after):
         f = before[gone]
         assert touched_ids & set(f.span_ids) or (f.kind == "duplicate_side_effect" and f.key in late_keys), f
+
+
+# --- the window the live pipeline keeps between runs ------------------------------------------------------------------
+
+
+def _split(spans, rnd: random.Random, groups: int) -> list[list]:
+    """The spans in `groups` arrivals at random, some spans sent twice (a retried export)."""
+    arrivals = [[] for _ in range(groups)]
+    for s in spans:
+        arrivals[rnd.randrange(groups)].append(s)
+        if rnd.random() < 0.1:
+            arrivals[rnd.randrange(groups)].append(s)
+    return arrivals
+
+
+@FAST
+@given(scenarios(), st.randoms(use_true_random=False), st.integers(1, 5))
+def test_a_window_fed_arrival_by_arrival_revises_as_a_fresh_analysis_does(spans, rnd, groups):
+    """A live worker keeps one `Window` and adds each run's spans to it: after every arrival, what it
+    revises (findings and the spans reached) is what analysing all the spans so far from scratch
+    gives, and once everything is there it reports what `analyse` does."""
+    from traces.analysis import Window, analyse_revised
+
+    window = Window()
+    held = []
+    for arrival in _split(spans, rnd, groups):
+        window.add(arrival)
+        held += arrival
+        revised_by = [(s.trace_id, s.span_id) for s in arrival]
+        fresh = analyse_revised(held, revised_by)
+        kept = window.revise(revised_by)
+        assert (kept.found, kept.touched) == (fresh.found, fresh.touched)
+    everything = [(s.trace_id, s.span_id) for s in spans]
+    assert window.revise(everything).found == analyse(spans)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), turns=st.integers(5, 40), groups=st.integers(2, 6))
+def test_a_window_fed_busier_worlds_out_of_order_revises_as_a_fresh_analysis_does(seed, turns, groups):
+    """The same on the pipeline tests' agent worlds (messages, fenced locks, versions), with whole
+    traces arriving out of order, as quiet traces do."""
+    from tests.worlds import agent_world
+    from traces.analysis import Window, analyse_revised
+
+    rng = random.Random(seed)
+    spans = agent_world(rng, turns=turns, agents=4, keys=3)
+    traces = sorted({s.trace_id for s in spans})
+    arrival_of = {t: rng.randrange(groups) for t in traces}
+    window = Window()
+    held = []
+    for group in range(groups):
+        arrival = [s for s in spans if arrival_of[s.trace_id] == group]
+        window.add(arrival)
+        held += arrival
+        revised_by = [(s.trace_id, s.span_id) for s in arrival]
+        fresh = analyse_revised(held, revised_by)
+        kept = window.revise(revised_by)
+        assert (kept.found, kept.touched) == (fresh.found, fresh.touched)

@@ -35,7 +35,7 @@ stale_read finding. The findings are a function of the set of spans.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -83,54 +83,108 @@ class Finding:
 # ---------------------------------------------------------------------------
 # The spans, indexed
 
-
 def _copy_rank(s: SpanRecord) -> tuple:
     # Two copies of one span id (a batch retried with changes): the later-ending copy wins,
     # whatever the arrival order.
     return (s.end_ns, s.start_ns, s.status_code, s.name, s.parent_span_id, s.kind, s.clock, s.chain)
 
 
+# Node and span numbers: 32 bits are plenty, and at a million spans the arrays' memory is
+# a visible part of the time.
+_NODE = np.int32
+
+
+class _Column:
+    """A numpy column that grows by appends (its capacity doubles), for the per-span arrays the
+    vectorised and compiled steps take."""
+
+    __slots__ = ("data", "n")
+
+    def __init__(self, dtype):
+        self.data = np.empty(1024, dtype)
+        self.n = 0
+
+    def extend(self, values) -> None:
+        end = self.n + len(values)
+        if end > len(self.data):
+            grown = np.empty(max(end, 2 * len(self.data)), self.data.dtype)
+            grown[:self.n] = self.data[:self.n]
+            self.data = grown
+        self.data[self.n:end] = values
+        self.n = end
+
+    def view(self) -> np.ndarray:
+        return self.data[:self.n]
+
+
+def _number(numbers: dict, values) -> list[int]:
+    """Each value's number, in order of first appearance; `numbers` keeps them from call to call."""
+    setdefault = numbers.setdefault
+    return [setdefault(v, len(numbers)) for v in values]
+
+
 class _Spans:
-    """The analysed spans, deduplicated by (trace_id, span_id), as parallel columns."""
+    """The analysed spans, deduplicated by (trace_id, span_id), as parallel columns, and every index
+    the happens-before graph and the findings are built from.
 
-    __slots__ = ("by_pair", "by_span_id", "clock", "en", "n", "parent", "recs", "st")
+    Spans are only ever appended (`add`), and each index is kept up to date span by span, so the
+    live analysis keeps one `_Spans` between runs (`Window`) and a run indexes its new spans only;
+    what is left to do per run over all the spans runs vectorised or compiled. `analyse` builds one
+    for its spans in one go. Indexes (numbers below are positions in `recs`):
 
-    def __init__(self, spans: Iterable[SpanRecord]):
+    - columns: `st`, `en`, `clock`, `parent` (lists) and their numpy twins for the graph;
+    - `accesses` (the access spans, in order; an access's number is its place here), with the
+      lane and position of each (see `_Clocks`), and per state key its writes and reads;
+    - the edges that never change once both spans are held (links, reads-from through one helper
+      node per (key, version), fencing-token order), kept as edge columns;
+    - per lock its sections, per idempotency key its executions.
+    """
+
+    def __init__(self):
+        self.recs: list[SpanRecord] = []
+        self.n = 0
         # Indexed by span id alone, which is unique in practice (64 random bits), rather than
         # by a (trace_id, span_id) tuple: building a million tuples was a third of this step.
         # The few span ids that two traces share are indexed by pair in `by_pair`.
-        by_span_id: dict[str, int] = {}
-        by_pair: dict[tuple[str, str], int] = {}
-        recs: list[SpanRecord] = []
-        for s in spans:
-            i = by_span_id.get(s.span_id)
-            if i is None:
-                by_span_id[s.span_id] = len(recs)
-                recs.append(s)
-                continue
-            if recs[i].trace_id != s.trace_id:
-                k = (s.trace_id, s.span_id)
-                i = by_pair.get(k)
-                if i is None:
-                    by_pair[k] = len(recs)
-                    recs.append(s)
-                    continue
-            if _copy_rank(s) > _copy_rank(recs[i]):
-                recs[i] = s
-        self.recs = recs
-        self.n = len(recs)
-        self.by_span_id = by_span_id
-        self.by_pair = by_pair
-        self.st = [s.start_ns for s in recs]
-        self.en = [s.end_ns for s in recs]
-        self.clock = [s.clock for s in recs]
-        # find(), written out over whole columns: it runs once per span.
-        get = by_span_id.get
-        parent = [get(s.parent_span_id, -1) if s.parent_span_id else -1 for s in recs]
-        trace_of = [s.trace_id for s in recs]
-        for i in [i for i, p in enumerate(parent) if p >= 0 and trace_of[p] != trace_of[i]]:
-            parent[i] = by_pair.get((trace_of[i], recs[i].parent_span_id), -1)
-        self.parent = parent
+        self.by_span_id: dict[str, int] = {}
+        self.by_pair: dict[tuple[str, str], int] = {}
+        self.replaced = False  # a better copy of a span indexed already arrived: index again
+        self.st: list[int] = []
+        self.en: list[int] = []
+        self.clock: list[str] = []
+        self.parent: list[int] = []
+        self.cols = {name: _Column(dtype) for name, dtype in (
+            ("st", np.uint64), ("en", np.uint64), ("parent", _NODE), ("kind", np.int32), ("clock", np.int32),
+            ("chain", np.int32), ("access", _NODE), ("lane", _NODE), ("lpos", np.int64))}
+        self._clock_numbers: dict[str, int] = {}
+        self._chain_numbers: dict[str, int] = {}
+        self._orphans: dict[tuple[str, str], list[int]] = defaultdict(list)  # parent (trace, span) -> children
+        self._link_waits: dict[tuple[str, str], list[int]] = defaultdict(list)  # linked (trace, span) -> linkers
+        self.zero_at: dict[tuple[int, int], list[int]] = defaultdict(list)  # zero-length spans per (chain, instant)
+        self.zero_shared: set[tuple[int, int]] = set()  # the instants with more than one
+        # Edges kept from run to run, as node numbers; helper node h is written -(h+1) (see `_build_graph`).
+        self.edges = {name: (_Column(np.int64), _Column(np.int64)) for name in ("link", "reads_from", "token")}
+        self.helpers = 0
+        self.accesses: list[int] = []
+        self.lane: list[int] = []
+        self.lpos: list[int] = []
+        self.lane_sizes: list[int] = []
+        self.late_lanes = 0  # lanes opened for an access older than its chain's newest: see `worn`
+        self._free_lanes: dict[str, list[tuple[int, int]]] = {}  # chain -> heap of (end of last member, lane)
+        self._chain_newest: dict[str, int] = {}
+        self.writes_by_key: dict[str, list[int]] = defaultdict(list)  # access numbers of writes that took effect
+        self.reads_by_key: dict[str, list[int]] = defaultdict(list)  # access numbers of reads of a version
+        self.writes_by_base: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self._producers: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self._consumers: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self._helper_of: dict[tuple[str, int], int] = {}
+        self.reads_from_direct: set[tuple[str, int]] = set()  # a span on both sides: connected per run
+        self.dead_helpers: list[int] = []
+        self.by_lock: dict[str, list[int]] = defaultdict(list)
+        self.by_lock_clock: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self.untokened: set[tuple[str, str]] = set()  # (lock, clock) groups with a section without token
+        self._tokens: dict[str, tuple[list[int], dict[int, list[int]]]] = {}
+        self.executions: dict[str, list[int]] = defaultdict(list)
 
     def find(self, trace_id: str, span_id: str) -> int:
         """The index of span (trace_id, span_id), or -1."""
@@ -160,6 +214,227 @@ class _Spans:
         got = cache[i] = frozenset(names)
         return got
 
+    @property
+    def worn(self) -> bool:
+        """Late spans opened many lanes (each widens every clock): indexing all again packs them."""
+        return self.late_lanes > 256 and 2 * self.late_lanes > len(self.lane_sizes)
+
+    def add(self, spans: Iterable[SpanRecord]) -> None:
+        """Append the spans not held yet, and index them. A second copy of a held span replaces it
+        when it ranks higher (`_copy_rank`); if the held copy was indexed already, `replaced` is set
+        and the caller indexes all the spans again."""
+        first = self.n
+        by_span_id, by_pair, recs = self.by_span_id, self.by_pair, self.recs
+        for s in spans:
+            i = by_span_id.get(s.span_id)
+            if i is None:
+                by_span_id[s.span_id] = len(recs)
+                recs.append(s)
+                continue
+            if recs[i].trace_id != s.trace_id:
+                k = (s.trace_id, s.span_id)
+                i = by_pair.get(k)
+                if i is None:
+                    by_pair[k] = len(recs)
+                    recs.append(s)
+                    continue
+            if _copy_rank(s) > _copy_rank(recs[i]):
+                recs[i] = s
+                self.replaced = self.replaced or i < first
+        self.n = len(recs)
+        if self.n > first:
+            self._index(first)
+
+    def _index(self, first: int) -> None:
+        new, cols = self.recs[first:], self.cols
+        self.st.extend(s.start_ns for s in new)
+        self.en.extend(s.end_ns for s in new)
+        self.clock.extend(s.clock for s in new)
+        cols["st"].extend(self.st[first:])
+        cols["en"].extend(self.en[first:])
+        cols["kind"].extend([s.kind for s in new])
+        cols["clock"].extend(_number(self._clock_numbers, self.clock[first:]))
+        chains = _number(self._chain_numbers, [s.chain for s in new])
+        cols["chain"].extend(chains)
+        find, parent = self.find, self.parent
+        adopted = []
+        link_src, link_dst = [], []
+        new_accesses = []
+        for i, s in enumerate(new, first):
+            p = -1
+            if s.parent_span_id:
+                p = find(s.trace_id, s.parent_span_id)
+                if p < 0:
+                    self._orphans[(s.trace_id, s.parent_span_id)].append(i)
+            parent.append(p)
+            if self._orphans:
+                for child in self._orphans.pop((s.trace_id, s.span_id), ()):
+                    parent[child] = i
+                    adopted.append(child)
+            for link in s.links:
+                q = find(link.trace_id, link.span_id)
+                if q < 0:
+                    self._link_waits[(link.trace_id, link.span_id)].append(i)
+                elif q != i:
+                    link_src.append(2 * q)
+                    link_dst.append(2 * i)
+            if self._link_waits:
+                for linker in self._link_waits.pop((s.trace_id, s.span_id), ()):
+                    if linker != i:
+                        link_src.append(2 * i)
+                        link_dst.append(2 * linker)
+            if s.start_ns == s.end_ns:
+                at = (chains[i - first], s.start_ns)
+                group = self.zero_at[at]
+                group.append(i)
+                if len(group) > 1:
+                    self.zero_shared.add(at)
+            if s.state_key and s.state_op in ("read", "write"):
+                new_accesses.append(i)
+            if s.lock_name:
+                self._index_lock(i, s)
+            if s.idempotency_key and s.idempotency_outcome == "executed" and s.status_code != STATUS_ERROR:
+                self.executions[s.idempotency_key].append(i)
+        cols["parent"].extend(parent[first:])
+        for child in adopted:
+            if child < first:
+                cols["parent"].data[child] = parent[child]
+        self.edges["link"][0].extend(link_src)
+        self.edges["link"][1].extend(link_dst)
+        access = [-1] * len(new)
+        for j, i in enumerate(new_accesses, len(self.accesses)):
+            access[i - first] = j
+        cols["access"].extend(access)
+        self._index_accesses(new_accesses)
+
+    def _index_lock(self, i: int, s: SpanRecord) -> None:
+        name, token = s.lock_name, s.lock_fencing_token
+        self.by_lock[name].append(i)
+        self.by_lock_clock[(name, s.clock)].append(i)
+        if token is None:
+            self.untokened.add((name, s.clock))
+            return
+        # Fencing tokens order the sections: end(a) -> start(b) from each holder of the token before to
+        # each holder of the next. A token falling between two held ones is joined to both; the edge
+        # between those two stays, which orders nothing the path through the new one does not.
+        tokens, members = self._tokens.setdefault(name, ([], {}))
+        at = bisect_left(tokens, token)
+        if at == len(tokens) or tokens[at] != token:
+            tokens.insert(at, token)
+            members[token] = []
+        src, dst = [], []
+        if at > 0:
+            for a in members[tokens[at - 1]]:
+                src.append(2 * a + 1)
+                dst.append(2 * i)
+        if at + 1 < len(tokens):
+            for b in members[tokens[at + 1]]:
+                src.append(2 * i + 1)
+                dst.append(2 * b)
+        members[token].append(i)
+        self.edges["token"][0].extend(src)
+        self.edges["token"][1].extend(dst)
+
+    def _index_accesses(self, new_accesses: list[int]) -> None:
+        recs, st, en = self.recs, self.st, self.en
+        first = len(self.accesses)
+        self.accesses.extend(new_accesses)
+        self.lane.extend([0] * len(new_accesses))
+        self.lpos.extend([0] * len(new_accesses))
+        by_chain: dict[str, list[int]] = defaultdict(list)
+        rf_src, rf_dst = [], []
+        for j, a in enumerate(new_accesses, first):
+            s = recs[a]
+            by_chain[s.chain].append(j)
+            key = s.state_key
+            if s.state_op == "read":
+                if s.state_version is not None:
+                    self.reads_by_key[key].append(j)
+                    self._consume((key, s.state_version), a, rf_src, rf_dst)
+                continue
+            if s.write_took_effect:
+                self.writes_by_key[key].append(j)
+            if s.state_base_version is not None:
+                self.writes_by_base[(key, s.state_base_version)].append(j)
+                if s.state_base_version == s.state_version and s.write_took_effect:
+                    self._direct((key, s.state_version))
+                self._consume((key, s.state_base_version), a, rf_src, rf_dst)
+            if s.state_version is not None and s.write_took_effect:
+                self._produce((key, s.state_version), a, rf_src, rf_dst)
+        self.edges["reads_from"][0].extend(rf_src)
+        self.edges["reads_from"][1].extend(rf_dst)
+        # Lanes: each chain's accesses, in start order, go to a lane whose last member ended by their
+        # start (so program order alone orders a lane), or open a new one.
+        lane, lpos, sizes, accesses = self.lane, self.lpos, self.lane_sizes, self.accesses
+        heappop, heappush = heapq.heappop, heapq.heappush
+        for chain in sorted(by_chain):
+            free = self._free_lanes.setdefault(chain, [])
+            newest = self._chain_newest.get(chain)
+            for j in sorted(by_chain[chain], key=lambda j: st[accesses[j]]):
+                a = accesses[j]
+                if free and free[0][0] <= st[a]:
+                    c = heappop(free)[1]
+                else:
+                    if newest is not None and st[a] < newest:
+                        self.late_lanes += 1
+                    c = len(sizes)
+                    sizes.append(0)
+                sizes[c] += 1
+                lane[j] = c
+                lpos[j] = sizes[c]
+                heappush(free, (en[a], c))
+            self._chain_newest[chain] = max(st[accesses[j]] for j in by_chain[chain]) if newest is None else max(
+                newest, max(st[accesses[j]] for j in by_chain[chain]))
+        self.cols["lane"].extend(lane[first:])
+        self.cols["lpos"].extend(lpos[first:])
+
+    # Reads-from: end(w) -> start(r) for w producing (key, v), r observing v or writing on top of it,
+    # through one helper node per (key, v) once both sides have a span.
+
+    def _consume(self, kv, a: int, src: list, dst: list) -> None:
+        self._consumers[kv].append(a)
+        h = self._helper_of.get(kv)
+        if h is not None:
+            src.append(-h - 1)
+            dst.append(2 * a)
+        elif self._producers.get(kv) and kv not in self.reads_from_direct:
+            self._join(kv, src, dst)
+
+    def _produce(self, kv, a: int, src: list, dst: list) -> None:
+        self._producers[kv].append(a)
+        h = self._helper_of.get(kv)
+        if h is not None:
+            src.append(2 * a + 1)
+            dst.append(-h - 1)
+        elif self._consumers.get(kv) and kv not in self.reads_from_direct:
+            self._join(kv, src, dst)
+
+    def _join(self, kv, src: list, dst: list) -> None:
+        h = self._helper_of[kv] = self.helpers
+        self.helpers += 1
+        for w in self._producers[kv]:
+            src.append(2 * w + 1)
+            dst.append(-h - 1)
+        for r in self._consumers[kv]:
+            src.append(-h - 1)
+            dst.append(2 * r)
+
+    def _direct(self, kv) -> None:
+        """A write on top of the version it produced: connected pair by pair (never to itself), per run."""
+        self.reads_from_direct.add(kv)
+        h = self._helper_of.pop(kv, None)
+        if h is not None:
+            self.dead_helpers.append(h)
+
+    def reads_from_pairs(self, kv) -> tuple[list[int], list[int]]:
+        return self._producers.get(kv, []), self._consumers.get(kv, [])
+
+
+def _indexed(spans: Iterable[SpanRecord]) -> _Spans:
+    sp = _Spans()
+    sp.add(spans)
+    return sp
+
 
 def _is_access(s: SpanRecord) -> bool:
     return bool(s.state_key) and s.state_op in ("read", "write")
@@ -169,27 +444,22 @@ def _is_access(s: SpanRecord) -> bool:
 # The happens-before graph
 
 
-# Node and span numbers: 32 bits are plenty, and at a million spans the arrays' memory is
-# a visible part of the time.
-_NODE = np.int32
-
-
 class _Graph:
     """The happens-before graph as an edge list.
 
-    Node 2*i is the start of span i, 2*i+1 its end; helper nodes are numbered from 2*n on.
-    Edges come in numpy chunks (`parts`) from the vectorised and compiled steps, and one
-    by one (`src`, `dst`) from the rest. `st`, `en` are the spans' times as the kernels
-    take them.
+    Node 2*i is the start of span i, 2*i+1 its end; helper nodes are numbered from 2*n on: first
+    the ones `_Spans` keeps (reads-from), then this graph's own. Edges come in numpy chunks
+    (`parts`) from the vectorised and compiled steps, and one by one (`src`, `dst`) from the rest.
+    `st`, `en` are the spans' times as the kernels take them.
     """
 
     __slots__ = ("dst", "en", "fed", "nodes", "parts", "src", "st", "ver")
 
     def __init__(self, sp: _Spans):
         n = sp.n
-        self.st = np.array(sp.st, np.uint64)
-        self.en = np.array(sp.en, np.uint64)
-        self.nodes = 2 * n
+        self.st = sp.cols["st"].view()
+        self.en = sp.cols["en"].view()
+        self.nodes = 2 * n + sp.helpers
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []
         self.src: list[int] = []
         self.dst: list[int] = []
@@ -207,7 +477,6 @@ class _Graph:
     def edges(self) -> tuple[np.ndarray, np.ndarray]:
         parts = self.parts + [(np.array(self.src, _NODE), np.array(self.dst, _NODE))]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
 
 def _kernels():
     """The compiled loops, imported on first use: only processes that analyse pay for Numba (about
@@ -253,90 +522,63 @@ def _zero_length_edges(g: _Graph, groups, ends) -> None:
                         if a != b:
                             g.add(2 * a + 1, 2 * b)
 
+def _kept_edges(sp: _Spans, name: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """One kind of the edges `_Spans` keeps, with its helper numbers -(h+1) turned into nodes."""
+    src, dst = (col.view() for col in sp.edges[name])
+    if name == "reads_from":
+        if sp.dead_helpers:
+            keep = ~(np.isin(src, [-h - 1 for h in sp.dead_helpers]) | np.isin(dst, [-h - 1 for h in sp.dead_helpers]))
+            src, dst = src[keep], dst[keep]
+        src = np.where(src < 0, 2 * n - 1 - src, src)
+        dst = np.where(dst < 0, 2 * n - 1 - dst, dst)
+    return src.astype(_NODE), dst.astype(_NODE)
 
-def _ids(values: list) -> np.ndarray:
-    """Each value's number, in order of first appearance."""
-    numbers: dict = {}
-    setdefault = numbers.setdefault
-    return np.array([setdefault(v, len(numbers)) for v in values], np.int32)
 
-
-def _build_graph(sp: _Spans, accesses: list[int]) -> _Graph:
+def _build_graph(sp: _Spans) -> _Graph:
     n = sp.n
-    recs = sp.recs
     g = _Graph(sp)
-    st, en = g.st, g.en
+    cols = sp.cols
+    en = g.en
     every = np.arange(n, dtype=_NODE)
     # 1. start(s) -> end(s)
     g.parts.append((2 * every, 2 * every + 1))
     # 2. start(parent) -> start(child); end(child) -> end(parent) when the child is synchronous
-    parent = np.array(sp.parent, _NODE)
+    parent = cols["parent"].view()
     has_parent = (parent >= 0) & (parent != every)
     child, par = every[has_parent], parent[has_parent]
     g.parts.append((2 * par, 2 * child))
-    kinds = np.array([s.kind for s in recs], np.int32)
-    clock = _ids(sp.clock)
+    kinds = cols["kind"].view()
+    clock = cols["clock"].view()
     sync = ((kinds[par] == KIND_CLIENT) & (kinds[child] == KIND_SERVER)) | (
         (clock[par] == clock[child]) & (en[child] <= en[par]))
     g.parts.append((2 * child[sync] + 1, 2 * par[sync] + 1))
     # 3. Program order on each chain: spans sorted by chain, then time, in one compiled pass.
-    chain = _ids([s.chain for s in recs])
+    chain = cols["chain"].view()
+    st = g.st
     zero = st == en
     ends = np.lexsort((zero, en, chain)).astype(_NODE)
     starts = np.lexsort((~zero, st, chain)).astype(_NODE)
     bounds = np.searchsorted(chain[ends], np.arange(int(chain.max(initial=-1)) + 2)).astype(_NODE)
     _program_order(g, ends, bounds, starts, bounds)
-    zero_at: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i in np.flatnonzero(zero).tolist():
-        zero_at[(int(chain[i]), sp.st[i])].append(i)
-    _zero_length_edges(g, zero_at.values(), range(n))
-    # 4. Links: start(p) -> start(s). (And the critical sections, for 6.)
-    by_lock: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(recs):
-        for link in s.links:
-            p = sp.find(link.trace_id, link.span_id)
-            if p >= 0 and p != i:
-                g.add(2 * p, 2 * i)
-        if s.lock_name:
-            by_lock[s.lock_name].append(i)
-    # 5. Reads-from: end(w) -> start(r) for w producing v, r observing v or based on v.
-    producers: dict[tuple[str, int], list[int]] = defaultdict(list)
-    consumers: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for i in accesses:
-        s = recs[i]
-        if s.state_op == "read":
-            if s.state_version is not None:
-                consumers[(s.state_key, s.state_version)].append(i)
-        else:
-            if s.state_base_version is not None:
-                consumers[(s.state_key, s.state_base_version)].append(i)
-            if s.state_version is not None and s.write_took_effect:
-                producers[(s.state_key, s.state_version)].append(i)
-    for kv, readers in consumers.items():
-        writers = producers.get(kv)
-        if writers:
+    _zero_length_edges(g, (sp.zero_at[at] for at in sp.zero_shared), range(n))
+    # 4. Links: start(p) -> start(s). 5. Reads-from: end(w) -> start(r) for w producing v, r observing
+    # v or based on v. 6. Locks, by fencing token. Kept by `_Spans` as the spans came.
+    for name in ("link", "reads_from", "token"):
+        g.parts.append(_kept_edges(sp, name, n))
+    for kv in sp.reads_from_direct:
+        writers, readers = sp.reads_from_pairs(kv)
+        if writers and readers:
             _connect(g, writers, readers)
-    # 6. Locks.
-    for sections in by_lock.values():
-        tokens: dict[int, list[int]] = defaultdict(list)
-        by_clock: dict[str, list[int]] = defaultdict(list)
-        for i in sections:
-            t = recs[i].lock_fencing_token
-            if t is not None:
-                tokens[t].append(i)
-            by_clock[sp.clock[i]].append(i)
-        ordered_tokens = sorted(tokens)
-        for t0, t1 in zip(ordered_tokens, ordered_tokens[1:]):
-            _connect(g, tokens[t0], tokens[t1])
-        for members in by_clock.values():
-            if len(members) < 2:
-                continue
-            untokened = [i for i in members if recs[i].lock_fencing_token is None]
-            if not untokened:
-                continue
-            tokened = [i for i in members if recs[i].lock_fencing_token is not None]
-            _time_order(g, untokened, members, sp)
-            _time_order(g, tokened, untokened, sp)
+    # 6. Locks without tokens: by time on one clock.
+    recs = sp.recs
+    for group in sp.untokened:
+        members = sp.by_lock_clock[group]
+        if len(members) < 2:
+            continue
+        untokened = [i for i in members if recs[i].lock_fencing_token is None]
+        tokened = [i for i in members if recs[i].lock_fencing_token is not None]
+        _time_order(g, untokened, members, sp)
+        _time_order(g, tokened, untokened, sp)
     return g
 
 
@@ -356,19 +598,34 @@ def _connect(g: _Graph, froms: list[int], tos: list[int]) -> None:
 
 
 class _Clocks:
-    """Lane vector clocks at the start of every access span, packed into Python ints.
+    """Lane vector clocks at the start of every access span.
 
-    One field per lane, `bits` wide: a position under a guard bit (`guards` has them all,
-    see `join`). `mask` is larger than any position, so it can stand for "no access".
+    Access spans are split per program-order chain into *lanes* (`_Spans` keeps them): runs of
+    accesses where each ends before the next starts, so program order alone orders a lane. An
+    access's clock has one field per lane: the position (from 1) of the lane's last access that
+    happened-before it. The clocks come from the compiled propagation as rows of one array
+    (`rows`); `pack` turns the rows the race checks need into Python ints, one `bits`-wide field
+    per lane, a position under a guard bit (`guards` has them all, see `join`). `mask` is larger
+    than any position, so it can stand for "no access".
     """
 
-    __slots__ = ("bits", "guards", "lane", "lpos", "mask", "rank", "shift", "vc")
+    __slots__ = ("_raw", "_width", "bits", "guards", "lane", "lpos", "mask", "rank", "shift", "vc")
 
-    def __init__(self, bits: int, lane: list[int], lpos: list[int], nlanes: int, vc: list[int], rank: list[int]):
-        self.bits, self.lane, self.lpos, self.vc, self.rank = bits, lane, lpos, vc, rank
+    def __init__(self, bits: int, lane: list[int], lpos: list[int], nlanes: int, rows: np.ndarray, rank: list[int]):
+        self.bits, self.lane, self.lpos, self.rank = bits, lane, lpos, rank
         self.shift = [c * bits for c in range(nlanes)]
         self.mask = (1 << (bits - 1)) - 1
         self.guards = sum(1 << (s + bits - 1) for s in self.shift)
+        self.vc: list[int | None] = [None] * len(rows)
+        self._raw, self._width = memoryview(rows).cast("B"), rows.itemsize * nlanes
+
+    def pack(self, js: Iterable[int]) -> None:
+        """Fill vc[j] for these accesses (a run revises a few keys: most clocks are never looked at)."""
+        vc, raw, width = self.vc, self._raw, self._width
+        from_bytes = int.from_bytes
+        for j in js:
+            if vc[j] is None:
+                vc[j] = from_bytes(raw[j * width:(j + 1) * width], "little")
 
     def join(self, a: int, b: int) -> int:
         """The lane-wise maximum of two packed clocks (SWAR: the guard bits hold a >= b)."""
@@ -378,67 +635,29 @@ class _Clocks:
         return (a & m) | (b & ~m)
 
 
-def _lanes(sp: _Spans, accesses: list[int]) -> tuple[list[int], list[int], int, int]:
-    """Split each chain's accesses into lanes whose members end before the next starts."""
-    recs, st, en = sp.recs, sp.st, sp.en
-    by_chain: dict[str, list[int]] = defaultdict(list)
-    for j, a in enumerate(accesses):
-        by_chain[recs[a].chain].append(j)
-    lane = [0] * len(accesses)
-    lpos = [0] * len(accesses)
-    starts = [st[a] for a in accesses]
-    nlanes = 0
-    longest = 1
-    sizes: list[int] = []
-    heappop, heappush = heapq.heappop, heapq.heappush
-    for chain in sorted(by_chain):
-        free: list[tuple[int, int]] = []  # (end of last member, lane)
-        for j in sorted(by_chain[chain], key=starts.__getitem__):
-            a = accesses[j]
-            if free and free[0][0] <= starts[j]:
-                c = heappop(free)[1]
-            else:
-                c = nlanes
-                nlanes += 1
-                sizes.append(0)
-            sizes[c] += 1
-            lane[j] = c
-            lpos[j] = sizes[c]
-            heappush(free, (en[a], c))
-    if sizes:
-        longest = max(sizes)
-    return lane, lpos, nlanes if nlanes else 1, longest
-
-
-def _vector_clocks(sp: _Spans, accesses: list[int], on_graph=None) -> _Clocks:
-    g = _build_graph(sp, accesses)
+def _vector_clocks(sp: _Spans, on_graph=None) -> _Clocks:
+    g = _build_graph(sp)
     src, dst = g.edges()
     nodes = g.nodes
     if on_graph is not None:
         on_graph(nodes, src, dst)
     del g
-    lane, lpos, nlanes, longest = _lanes(sp, accesses)
+    nlanes, longest = max(len(sp.lane_sizes), 1), max(sp.lane_sizes, default=1)
     # Fields as narrow as the longest lane allows: the packed ints are what the race checks
     # compute on, and at a million spans their memory is a visible part of the time.
     for dtype in (np.uint16, np.uint32, np.uint64):
         bits = 8 * np.dtype(dtype).itemsize
         if longest < (1 << (bits - 1)) - 1:
             break
-    access_of_span = np.full(sp.n, -1, _NODE)
-    access_of_span[np.array(accesses, _NODE)] = np.arange(len(accesses), dtype=_NODE)
-    rows = np.zeros((len(accesses), nlanes), dtype)
+    access_of_span = sp.cols["access"].view()
+    rows = np.zeros((len(sp.accesses), nlanes), dtype)
     rank, visited, indeg, slot, pool, offsets, targets = _kernels().propagate_clocks(
-        nodes, src, dst, access_of_span, np.array(lane, _NODE), np.array(lpos, dtype), rows)
+        nodes, src, dst, access_of_span, sp.cols["lane"].view(), sp.cols["lpos"].view().astype(dtype), rows)
     del src, dst
-    raw, width = memoryview(rows).cast("B"), rows.itemsize * nlanes
-    from_bytes = int.from_bytes
-    vc = [from_bytes(raw[o:o + width], "little") for o in range(0, len(raw), width)]
-    del raw, rows
-    clocks = _Clocks(bits, lane, lpos, nlanes, vc, rank.tolist())
+    clocks = _Clocks(bits, sp.lane, sp.lpos, nlanes, rows, rank.tolist())
     if visited < nodes:
         _propagate_cycles(clocks, access_of_span, indeg, slot, pool, offsets, targets, visited)
     return clocks
-
 
 def _propagate_cycles(clocks: _Clocks, access_of_span, indeg, slot, pool, offsets, targets, done: int) -> None:
     """Finish propagation over the nodes Kahn could not order: condense their cycles
@@ -546,48 +765,44 @@ def _span_name(s: SpanRecord) -> str:
     """A span as a reader knows it: its name and who ran it (the page links the ids)."""
     return f"{s.name} ({_who(s)})"
 
-
-def _races(sp: _Spans, accesses: list[int], clocks: _Clocks, out: list[Finding], reached=None) -> None:
+def _races(sp: _Spans, clocks: _Clocks, out: list[Finding], reached=None) -> None:
     """The lost updates, write races and stale reads; with `reached` (a flag per span), only on the
     keys a reached span accessed: every pair on another key would be dropped as unrevised."""
-    recs = sp.recs
-    writes_by_key: dict[str, list[int]] = defaultdict(list)
-    reads_by_key: dict[str, list[int]] = defaultdict(list)
-    for j, a in enumerate(accesses):
-        s = recs[a]
-        if s.state_op == "write":
-            if s.write_took_effect:
-                writes_by_key[s.state_key].append(j)
-        elif s.state_version is not None:
-            reads_by_key[s.state_key].append(j)
+    recs, accesses = sp.recs, sp.accesses
+    if reached is None:
+        keys = sorted(sp.writes_by_key)
+        bases = [kb for kb, group in sp.writes_by_base.items() if len(group) > 1]
+    else:
+        access_of_span = sp.cols["access"].view()
+        revised = access_of_span[reached[:sp.n] & (access_of_span >= 0)].tolist()
+        keys = sorted({recs[accesses[j]].state_key for j in revised} & sp.writes_by_key.keys())
+        bases = {(recs[accesses[j]].state_key, recs[accesses[j]].state_base_version) for j in revised
+                 if recs[accesses[j]].state_op == "write" and recs[accesses[j]].state_base_version is not None}
+        bases = [kb for kb in bases if len(sp.writes_by_base[kb]) > 1]
+    # lost_update: writes on top of the same version (that took effect or not).
+    for key, base in bases:
+        group = sp.ordered(accesses[j] for j in sp.writes_by_base[(key, base)] if recs[accesses[j]].write_took_effect)
+        for x in range(len(group)):
+            for y in range(x + 1, len(group)):
+                a, b = recs[group[x]], recs[group[y]]
+                out.append(_finding(sp, "lost_update", key, (group[x], group[y]), (
+                    f"{_who(a)} (v{a.state_version}) and {_who(b)} (v{b.state_version}) both wrote "
+                    f"{key} on top of v{base}: one update overwrote the other unseen")))
     lock_cache: dict = {}
-    for key in sorted(writes_by_key):
-        writes = writes_by_key[key]
-        if reached is not None and not any(reached[accesses[j]] for j in writes + reads_by_key.get(key, [])):
-            continue
-        # lost_update: same base version.
-        by_base: dict[int, list[int]] = defaultdict(list)
-        for j in writes:
-            b = recs[accesses[j]].state_base_version
-            if b is not None:
-                by_base[b].append(j)
-        for base, group in by_base.items():
-            if len(group) > 1:
-                group = sp.ordered(accesses[j] for j in group)
-                for x in range(len(group)):
-                    for y in range(x + 1, len(group)):
-                        a, b = recs[group[x]], recs[group[y]]
-                        out.append(_finding(sp, "lost_update", key, (group[x], group[y]), (
-                            f"{_who(a)} (v{a.state_version}) and {_who(b)} (v{b.state_version}) both wrote "
-                            f"{key} on top of v{base}: one update overwrote the other unseen")))
-        if len(writes) > 1:
-            _write_races(sp, key, writes, accesses, clocks, lock_cache, out)
-        reads = reads_by_key.get(key)
+    for key in keys:
+        writes = sp.writes_by_key[key]
+        reads = sp.reads_by_key.get(key)
         if reads and reached is not None:
             # A stale read's write happened-before the read, so a revised one has its read reached.
             reads = [j for j in reads if reached[accesses[j]]]
+        clocks.pack(writes)
+        if reads:
+            clocks.pack(reads)
+        if len(writes) > 1:
+            _write_races(sp, key, writes, accesses, clocks, lock_cache, out)
         if reads:
             _stale_reads(sp, key, writes, reads, accesses, clocks, out)
+
 
 
 def _write_races(sp, key, writes, accesses, clocks, lock_cache, out) -> None:
@@ -699,18 +914,16 @@ def _report_stale_reads(sp, key, producing, stale, version, accesses, clocks, ou
             f"{_who(rr)} read {key} at v{version[r]} after {_who(rw)}'s write of v{version[w]} "
             f"had happened-before the read"), ordered=False))
 
-
-def _duplicates(sp: _Spans, out: list[Finding]) -> None:
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(sp.recs):
-        if s.idempotency_key and s.idempotency_outcome == "executed" and s.status_code != STATUS_ERROR:
-            groups[s.idempotency_key].append(i)
-    for key, members in groups.items():
+def _duplicates(sp: _Spans, out: list[Finding], keys=None) -> None:
+    """Duplicate executions, of every idempotency key or of `keys`."""
+    for key in sp.executions if keys is None else keys:
+        members = sp.executions.get(key, ())
         if len(members) > 1:
             agents = sorted({sp.recs[i].agent for i in members})
             out.append(_finding(sp, "duplicate_side_effect", key, members, (
                 f"{len(members)} spans executed the side effect {key} "
                 f"(agents: {', '.join(agents)})")))
+
 
 
 def _is_ancestor(sp: _Spans, a: int, b: int) -> bool:
@@ -723,14 +936,11 @@ def _is_ancestor(sp: _Spans, a: int, b: int) -> bool:
         j = sp.parent[j]
     return False
 
-
-def _lock_overlaps(sp: _Spans, out: list[Finding]) -> None:
+def _lock_overlaps(sp: _Spans, out: list[Finding], names=None) -> None:
+    """Overlapping critical sections, of every lock or of the locks `names`."""
     recs, st, en = sp.recs, sp.st, sp.en
-    by_lock: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(recs):
-        if s.lock_name:
-            by_lock[s.lock_name].append(i)
-    for name, sections in by_lock.items():
+    for name in sp.by_lock if names is None else names:
+        sections = sp.by_lock.get(name, ())
         pairs = set()
         tokens: dict[int, list[int]] = defaultdict(list)
         by_clock: dict[str, list[int]] = defaultdict(list)
@@ -761,7 +971,6 @@ def _lock_overlaps(sp: _Spans, out: list[Finding]) -> None:
             out.append(_finding(sp, "lock_overlap", name, (a, b), (
                 f"critical sections of lock {name} by {_who(recs[a])} and {_who(recs[b])} overlap: {why}")))
 
-
 def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool, out: list[Finding],
                reached=None) -> None:
     """With `reached`, only the findings of reached spans: a span whose parent or linked span was
@@ -787,7 +996,6 @@ def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool,
                     out.append(_finding(sp, "causality_violation", "", (i, q), (
                         f"{_span_name(s)} starts {(st[q] - st[i]) / 1e6:.3f} ms before the span "
                         f"{_span_name(recs[q])} it links to starts"), ordered=False))
-
 
 def _revised_only(sp: _Spans, out: list[Finding], reached: np.ndarray, new: list[int]) -> list[Finding]:
     recs = sp.recs
@@ -822,7 +1030,9 @@ def analyse(
     of their idempotency keys. Every other finding of the full list is decided by spans that
     were all there before, in the same way as before (`docs/concurrency.md`, live analysis).
     """
-    return _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, revised_by)[0]
+    with collector_paused():
+        sp = _indexed(spans)
+    return _analyse(sp, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, revised_by)[0]
 
 
 class Revision(NamedTuple):
@@ -835,20 +1045,48 @@ def analyse_revised(spans: Iterable[SpanRecord], revised_by: Iterable[tuple[str,
     """`analyse(spans, revised_by=...)`, and the (trace_id, span_id) of the spans that happened after
     one of `revised_by` (they included): a stored finding none of whose spans is among them, and not
     a duplicate execution of one of their idempotency keys, is not changed by them."""
-    found, touched, graph = _analyse(spans, options.get("skew_tolerance_ms", 50.0),
-                                     options.get("same_clock_tolerance_ms", 0.0), options.get("report_orphans", True),
-                                     revised_by)
-    return Revision(found, touched, graph)
+    window = Window()
+    window.add(spans)
+    return window.revise(revised_by, **options)
 
 
-def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, revised_by):
+class Window:
+    """Spans analysed again each time more arrive: the live analysis keeps one per project between
+    runs, so a run indexes only its new spans (docs/concurrency.md, live analysis). Spans are only
+    added; `analyse_revised(spans, revised_by)` is `Window().add(spans)` then `revise(revised_by)`."""
+
+    def __init__(self):
+        self._sp = _Spans()
+
+    def __len__(self) -> int:
+        return self._sp.n
+
+    @property
+    def worn(self) -> bool:
+        """Whether a window built afresh from these spans would analyse faster (see `_Spans.worn`)."""
+        return self._sp.worn
+
+    def add(self, spans: Iterable[SpanRecord]) -> None:
+        """Add spans; those held already are skipped (a better copy replaces its span, as `analyse` keeps)."""
+        with collector_paused():
+            self._sp.add(spans)
+            if self._sp.replaced:
+                self._sp = _indexed(self._sp.recs)
+
+    def revise(self, revised_by: Iterable[tuple[str, str]], **options) -> Revision:
+        """What `analyse_revised` says of the spans added so far, `revised_by` among them."""
+        found, touched, graph = _analyse(self._sp, options.get("skew_tolerance_ms", 50.0),
+                                         options.get("same_clock_tolerance_ms", 0.0),
+                                         options.get("report_orphans", True), revised_by)
+        return Revision(found, touched, graph)
+
+
+def _analyse(sp, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, revised_by):
     # Millions of small objects (indexes, lists per key, packed clocks) and no cycles among them.
     with collector_paused():
-        sp = _Spans(spans)
         # The new spans' positions, when only what they can change is asked for.
         new = None if revised_by is None else [i for t, s in revised_by if (i := sp.find(t, s)) >= 0]
         out: list[Finding] = []
-        accesses = [i for i, s in enumerate(sp.recs) if _is_access(s)]
         reached = None
         graph = None
 
@@ -858,14 +1096,20 @@ def _analyse(spans, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, 
             graph = HappensBefore.of_edges(sp, nodes, src, dst)
 
         on_graph = descendants if new is not None else None
-        if accesses:
-            clocks = _vector_clocks(sp, accesses, on_graph)
-            _races(sp, accesses, clocks, out, reached)
+        if sp.accesses:
+            clocks = _vector_clocks(sp, on_graph)
+            _races(sp, clocks, out, reached)
         elif on_graph is not None:
-            g = _build_graph(sp, [])
+            g = _build_graph(sp)
             descendants(g.nodes, *g.edges())
-        _duplicates(sp, out)
-        _lock_overlaps(sp, out)
+        if reached is None:
+            _duplicates(sp, out)
+            _lock_overlaps(sp, out)
+        else:
+            revised = np.flatnonzero(reached).tolist()
+            recs = sp.recs
+            _duplicates(sp, out, {recs[i].idempotency_key for i in revised + new if recs[i].idempotency_key})
+            _lock_overlaps(sp, out, {recs[i].lock_name for i in revised if recs[i].lock_name})
         _causality(sp, skew_tolerance_ms * 1e6, same_clock_tolerance_ms * 1e6, report_orphans, out, reached)
         touched = None
         if new is not None:
@@ -1188,8 +1432,9 @@ class HappensBefore:
     breadth-first search, so a pair costs what its paths reach, never a rebuild of the graph."""
 
     def __init__(self, spans: Iterable[SpanRecord]):
-        sp = _Spans(spans)
-        g = _build_graph(sp, [i for i, s in enumerate(sp.recs) if _is_access(s)])
+        with collector_paused():
+            sp = _indexed(spans)
+        g = _build_graph(sp)
         self._take(sp, g.nodes, *g.edges())
 
     @classmethod

@@ -16,7 +16,7 @@ from governance.bulk import rows_insert, rows_update
 from governance.models import Project, Role
 from governance.services import audit_record, role_require
 from traces.analysis import Finding as FoundFinding
-from traces.analysis import HappensBefore, analyse_revised
+from traces.analysis import HappensBefore, Window
 from traces.models import Finding, FindingSpan, Span, Trace, member_text
 from traces.records import SpanRecord, collector_paused
 from traces.selectors import analysis_horizon_ns, span_records
@@ -65,25 +65,34 @@ def finding_fingerprint(found: FoundFinding) -> str:
 
 
 class _QuietSpans:
-    """The spans of quiet traces that this worker process has read, per project, for the next run.
+    """The spans of quiet traces that this worker process has read, per project, and the analysis
+    window (`traces.analysis.Window`) indexed over them, for the next run.
 
-    A run analyses its new spans with every quiet trace around them, and most of those were read by
-    the run before: reading them again was a third of a run. A quiet trace's spans are final until
-    new spans reopen it, and ingest stores a span once, so a trace is read again only when its
-    (row, completed_at, span_count) differs from the copy kept. Traces still open around the new ones
-    are left out: their spans are new to a later run, once they are quiet (as the spec says of
-    orphans: "once the trace has been quiet"). Only what the last run's range held is kept, so the
-    memory is the window's spans at most.
+    A run analyses its new spans with every quiet trace around them, and most of those were read and
+    indexed by the run before: reading them again was a third of a run, indexing them most of the
+    rest. A quiet trace's spans are final until new spans reopen it, and ingest stores a span once,
+    so a trace is read again only when its (row, completed_at, span_count) differs from the copy
+    kept, and then only its spans not held yet are added to the window. Traces still open around the
+    new ones are left out: their spans are new to a later run, once they are quiet (as the spec says
+    of orphans: "once the trace has been quiet").
+
+    The window only grows; the traces in it that a run's range no longer holds (gone out of the
+    horizon, reopened, deleted) stay until they are a quarter of it, and then it is built afresh
+    from the range (`STALE_SHARE`): a run may see up to that much more than its horizon, never less.
     """
+
+    STALE_SHARE = 0.25
 
     def __init__(self):
         self._by_project: dict[int, dict[str, tuple[tuple, list[SpanRecord]]]] = {}
+        self._windows: dict[int, tuple[Window, dict[str, tuple[tuple, int]]]] = {}
 
     def clear(self) -> None:
         self._by_project.clear()
+        self._windows.clear()
 
-    def region(self, project: Project, trace_ids: list[str]) -> tuple[list[SpanRecord], list[SpanRecord]]:
-        """(the spans of `trace_ids`, the spans the run analyses them with, theirs included): every
+    def region(self, project: Project, trace_ids: list[str]) -> tuple[list[SpanRecord], Window]:
+        """(the spans of `trace_ids`, the window the run analyses them in, theirs included): every
         quiet trace with a span within the analysis horizon (event time) before their earliest span
         or after their latest, whole (a trace is never cut, so no span in it looks orphaned).
 
@@ -97,7 +106,7 @@ class _QuietSpans:
         traces = Trace.objects.filter(project=project)
         batch = list(traces.filter(trace_id__in=trace_ids).values_list(*version_columns, "start_ns", "end_ns"))
         if not batch:
-            return [], []
+            return [], Window()
         horizon = analysis_horizon_ns(project)
         around = traces.exclude(state=Trace.State.OPEN).filter(
             start_ns__lte=max(row[-1] for row in batch) + horizon, end_ns__gte=min(row[-2] for row in batch) - horizon)
@@ -115,14 +124,28 @@ class _QuietSpans:
                     read[s.trace_id].append(s)
         spans_of.update((trace_id, (versions[trace_id], spans)) for trace_id, spans in read.items())
         self._by_project[project.pk] = spans_of
+        window = self._window(project.pk, spans_of)
         if read:
-            # The records kept live as long as the window, millions of objects without cycles: moved out
-            # of the cyclic collector's sight, or every collection in this process rescans them all (a
-            # third of a run's load step at 200,000 spans). Collected first, so no garbage is frozen.
+            # The records and indexes kept live as long as the window, millions of objects without
+            # cycles: moved out of the cyclic collector's sight, or every collection in this process
+            # rescans them all (a third of a run's load step at 200,000 spans). Collected first, so no
+            # garbage is frozen.
             gc.collect()
             gc.freeze()
         new = [s for trace_id in trace_ids if trace_id in spans_of for s in spans_of[trace_id][1]]
-        return new, [s for _, spans in spans_of.values() for s in spans]
+        return new, window
+
+    def _window(self, project_id: int, spans_of: dict[str, tuple[tuple, list[SpanRecord]]]) -> Window:
+        window, held = self._windows.get(project_id, (None, {}))
+        stale = sum(count for trace_id, (_, count) in held.items() if trace_id not in spans_of)
+        if window is None or window.worn or stale > self.STALE_SHARE * len(window):
+            window, held = Window(), {}
+        changed = [(trace_id, version, spans) for trace_id, (version, spans) in spans_of.items()
+                   if held.get(trace_id, (None,))[0] != version]
+        window.add(s for _, _, spans in changed for s in spans)
+        held.update((trace_id, (version, len(spans))) for trace_id, version, spans in changed)
+        self._windows[project_id] = (window, held)
+        return window
 
 
 quiet_spans = _QuietSpans()
@@ -135,12 +158,12 @@ def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
     Returns how many findings were new."""
     project = Project.objects.get(pk=project_id)
     began = time.perf_counter()
-    quiet, records = quiet_spans.region(project, trace_ids)
+    quiet, window = quiet_spans.region(project, trace_ids)
     if not quiet:
         return 0
     loaded = time.perf_counter()
     revised_by = {(s.trace_id, s.span_id) for s in quiet}
-    revised, touched, graph = analyse_revised(records, revised_by)
+    revised, touched, graph = window.revise(revised_by)
     analysed = time.perf_counter()
     found = {finding_fingerprint(f): f for f in revised}
     # The findings' spans by id: a few hundred, among the hundreds of thousands analysed.
@@ -171,7 +194,7 @@ def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
         _withdraw_revised(project, graph, found, quiet, touched)
     # What a run costs, by step: the figures docs/concurrency.md's pipeline section is about.
     log.info("analysis of %s new spans with %s around them: %s revised, %s findings touched, %s new; "
-             "load %.2f s, analyse %.2f s, store %.2f s", len(quiet), len(records), len(touched), len(found),
+             "load %.2f s, analyse %.2f s, store %.2f s", len(quiet), len(window), len(touched), len(found),
              len(fresh), loaded - began, analysed - loaded, time.perf_counter() - analysed)
     return len(fresh)
 
