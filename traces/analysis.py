@@ -172,6 +172,7 @@ class _Spans:
         self.late_lanes = 0  # lanes opened for an access older than its chain's newest: see `worn`
         self._free_lanes: dict[str, list[tuple[int, int]]] = {}  # chain -> heap of (end of last member, lane)
         self._chain_newest: dict[str, int] = {}
+        self.version: list[int | None] = []  # each access's state.version
         self.writes_by_key: dict[str, list[int]] = defaultdict(list)  # access numbers of writes that took effect
         self.reads_by_key: dict[str, list[int]] = defaultdict(list)  # access numbers of reads of a version
         self.writes_by_base: dict[tuple[str, int], list[int]] = defaultdict(list)
@@ -341,6 +342,7 @@ class _Spans:
         self.accesses.extend(new_accesses)
         self.lane.extend([0] * len(new_accesses))
         self.lpos.extend([0] * len(new_accesses))
+        self.version.extend([recs[a].state_version for a in new_accesses])
         by_chain: dict[str, list[int]] = defaultdict(list)
         rf_src, rf_dst = [], []
         for j, a in enumerate(new_accesses, first):
@@ -609,7 +611,8 @@ class _Clocks:
     than any position, so it can stand for "no access".
     """
 
-    __slots__ = ("_raw", "_width", "bits", "guards", "lane", "lpos", "mask", "rank", "shift", "vc")
+    __slots__ = ("_raw", "_width", "bits", "guards", "lane", "lane_of", "lpos", "lpos_of", "mask", "rank", "rank_of",
+                 "shift", "vc")
 
     def __init__(self, bits: int, lane: list[int], lpos: list[int], nlanes: int, rows: np.ndarray, rank: list[int]):
         self.bits, self.lane, self.lpos, self.rank = bits, lane, lpos, rank
@@ -617,6 +620,7 @@ class _Clocks:
         self.mask = (1 << (bits - 1)) - 1
         self.guards = sum(1 << (s + bits - 1) for s in self.shift)
         self.vc: list[int | None] = [None] * len(rows)
+        self.rank_of = self.lane_of = self.lpos_of = None  # numpy twins of rank, lane, lpos: see _vector_clocks
         self._raw, self._width = memoryview(rows).cast("B"), rows.itemsize * nlanes
 
     def pack(self, js: Iterable[int]) -> None:
@@ -657,6 +661,8 @@ def _vector_clocks(sp: _Spans, on_graph=None) -> _Clocks:
     clocks = _Clocks(bits, sp.lane, sp.lpos, nlanes, rows, rank.tolist())
     if visited < nodes:
         _propagate_cycles(clocks, access_of_span, indeg, slot, pool, offsets, targets, visited)
+        rank = np.asarray(clocks.rank)
+    clocks.rank_of, clocks.lane_of, clocks.lpos_of = rank, sp.cols["lane"].view(), sp.cols["lpos"].view()
     return clocks
 
 def _propagate_cycles(clocks: _Clocks, access_of_span, indeg, slot, pool, offsets, targets, done: int) -> None:
@@ -789,32 +795,49 @@ def _races(sp: _Spans, clocks: _Clocks, out: list[Finding], reached=None) -> Non
                     f"{_who(a)} (v{a.state_version}) and {_who(b)} (v{b.state_version}) both wrote "
                     f"{key} on top of v{base}: one update overwrote the other unseen")))
     lock_cache: dict = {}
+    late = None if reached is None else reached[np.asarray(accesses, np.int64)]  # per access: revised
     for key in keys:
         writes = sp.writes_by_key[key]
         reads = sp.reads_by_key.get(key)
-        if reads and reached is not None:
+        if reads and late is not None:
             # A stale read's write happened-before the read, so a revised one has its read reached.
-            reads = [j for j in reads if reached[accesses[j]]]
-        clocks.pack(writes)
+            reads = np.asarray(reads)
+            reads = reads[late[reads]].tolist()
+        if len(writes) > 1:
+            _write_races(sp, key, writes, late, clocks, lock_cache, out)
         if reads:
             clocks.pack(reads)
-        if len(writes) > 1:
-            _write_races(sp, key, writes, accesses, clocks, lock_cache, out)
-        if reads:
-            _stale_reads(sp, key, writes, reads, accesses, clocks, out)
+            _stale_reads(sp, key, writes, reads, sp.accesses, clocks, out)
 
 
-
-def _write_races(sp, key, writes, accesses, clocks, lock_cache, out) -> None:
-    recs = sp.recs
-    lane, lpos, shift, mask, avc, rank = (
-        clocks.lane, clocks.lpos, clocks.shift, clocks.mask, clocks.vc, clocks.rank,
-    )
-    writes = sorted(writes, key=lambda j: (rank[j], lpos[j]))
+def _write_races(sp, key, writes, late, clocks, lock_cache, out) -> None:
+    """Pairs of writes of `key` neither of which happened-before the other. With `late` (per access:
+    revised by the run), only pairs with a revised write (the others would be dropped as unrevised)."""
+    lane, lpos, shift, mask, avc = clocks.lane, clocks.lpos, clocks.shift, clocks.mask, clocks.vc
+    order = np.asarray(writes)
+    order = order[np.lexsort((clocks.lpos_of[order], clocks.rank_of[order]))]  # a topological order
     frontier: list[int] = []  # the latest writes seen: every earlier write happened-before one of them
     seen: dict[int, tuple[list[int], list[int]]] = {}
+    first = 0
+    if late is not None:
+        # Writes before the first revised one pair only among themselves: not walked, only filed per
+        # lane; each lane's last stands for them in the frontier (each earlier one happened-before it).
+        revised = np.flatnonzero(late[order])
+        if not len(revised):
+            return
+        first = int(revised[0])
+        earlier = order[:first]
+        by_lane = earlier[np.lexsort((clocks.lpos_of[earlier], clocks.lane_of[earlier]))].tolist()
+        for j in by_lane:
+            positions, members = seen.setdefault(lane[j], ([], []))
+            positions.append(lpos[j])
+            members.append(j)
+        frontier = [members[-1] for _, members in seen.values()]
+    order = order[first:].tolist()
+    clocks.pack(order)
+    clocks.pack(frontier)
     pairs = []
-    for j in writes:
+    for j in order:
         x = avc[j]
         covered = True
         for f in frontier:
@@ -827,6 +850,8 @@ def _write_races(sp, key, writes, accesses, clocks, lock_cache, out) -> None:
             lj, pj = shift[lane[j]], lpos[j]
             for c, (positions, members) in seen.items():
                 at = bisect_right(positions, (x >> shift[c]) & mask)
+                if at < len(members):
+                    clocks.pack(members[at:])
                 for i in members[at:]:
                     if (avc[i] >> lj) & mask >= pj:
                         continue  # j happened-before i (one cycle of malformed timestamps)
@@ -836,6 +861,7 @@ def _write_races(sp, key, writes, accesses, clocks, lock_cache, out) -> None:
         positions, members = seen.setdefault(lane[j], ([], []))
         positions.append(lpos[j])
         members.append(j)
+    recs, accesses = sp.recs, sp.accesses
     for i, j in pairs:
         a, b = sp.ordered((accesses[i], accesses[j]))
         ra, rb = recs[a], recs[b]
@@ -849,14 +875,11 @@ def _write_races(sp, key, writes, accesses, clocks, lock_cache, out) -> None:
 
 
 def _stale_reads(sp, key, writes, reads, accesses, clocks, out) -> None:
-    recs = sp.recs
     lane, lpos, shift, mask, avc = clocks.lane, clocks.lpos, clocks.shift, clocks.mask, clocks.vc
-    producing = [j for j in writes if recs[accesses[j]].state_version is not None]
+    version = sp.version
+    producing = [j for j in writes if version[j] is not None]
     if not producing:
         return
-    version = {j: recs[accesses[j]].state_version for j in producing}
-    for j in reads:
-        version[j] = recs[accesses[j]].state_version
     # A read of v is stale when some write of a version above v happened-before it. Per
     # lane, the earliest such write is enough: `above` holds its position in each lane's
     # field (mask: none), so one SWAR comparison with the read's clock tells whether any
@@ -1092,8 +1115,9 @@ def _analyse(sp, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, rev
 
         def descendants(nodes, src, dst):
             nonlocal reached, graph
-            reached = _reachable_from(nodes, src, dst, [2 * i for i in new])[0:2 * sp.n:2]
-            graph = HappensBefore.of_edges(sp, nodes, src, dst)
+            reached, edges = _reachable_from(nodes, src, dst, [2 * i for i in new])
+            reached = reached[0:2 * sp.n:2]
+            graph = HappensBefore.of_adjacency(sp, edges)
 
         on_graph = descendants if new is not None else None
         if sp.accesses:
@@ -1435,23 +1459,18 @@ class HappensBefore:
         with collector_paused():
             sp = _indexed(spans)
         g = _build_graph(sp)
-        self._take(sp, g.nodes, *g.edges())
+        self._spans, self._forward, self._backward = sp, _adjacency(g.nodes, *g.edges()), None
 
     @classmethod
-    def of_edges(cls, sp: _Spans, nodes: int, src: np.ndarray, dst: np.ndarray) -> HappensBefore:
-        """The graph an analysis already built (analyse_revised hands it on)."""
+    def of_adjacency(cls, sp: _Spans, forward) -> HappensBefore:
+        """The graph an analysis already built, as its CSR adjacency (analyse_revised hands it on)."""
         graph = cls.__new__(cls)
-        graph._take(sp, nodes, src, dst)
+        graph._spans, graph._forward, graph._backward = sp, forward, None
         return graph
 
-    def _take(self, sp: _Spans, nodes: int, src: np.ndarray, dst: np.ndarray) -> None:
-        self._spans, self._nodes, self._edges = sp, nodes, (src, dst)
-        self._forward = self._backward = None  # built on the first question: most runs ask none
-
     def _adjacencies(self):
-        if self._forward is None:
-            src, dst = self._edges
-            self._forward, self._backward = _adjacency(self._nodes, src, dst), _adjacency(self._nodes, dst, src)
+        if self._backward is None:  # built on the first question: most runs ask none
+            self._backward = self._forward.transpose().tocsr()
         return self._forward, self._backward
 
     def span(self, key: tuple[str, str]) -> SpanRecord | None:
@@ -1491,14 +1510,15 @@ def spans_between(spans: Iterable[SpanRecord], first: tuple[str, str], second: t
     return graph.between(first, second, graph.indexes(among))
 
 
-def _reachable_from(nodes: int, src: np.ndarray, dst: np.ndarray, origins: list[int]) -> np.ndarray:
-    """Which nodes a path of edges src -> dst reaches from any of `origins` (included): one search
-    from a virtual node (number `nodes`) with an edge to every origin."""
-    if not origins:
-        return np.zeros(nodes, bool)
+def _reachable_from(nodes: int, src: np.ndarray, dst: np.ndarray, origins: list[int]):
+    """(which nodes a path of edges src -> dst reaches from any of `origins`, included; the adjacency
+    searched). One search from a virtual node (number `nodes`) with an edge to every origin; it has no
+    edge in, so other searches of the adjacency (HappensBefore) never meet it."""
     extra = np.asarray(origins, dtype=np.int64)
     edges = _adjacency(nodes + 1, np.concatenate([src, np.full(len(extra), nodes)]), np.concatenate([dst, extra]))
-    return _reach(edges, nodes)[:nodes]
+    if not origins:
+        return np.zeros(nodes, bool), edges
+    return _reach(edges, nodes)[:nodes], edges
 
 
 def _adjacency(nodes: int, src: np.ndarray, dst: np.ndarray):

@@ -238,7 +238,7 @@ class _Withdrawals:
     finding made a run quadratic). Paths are traced for the first PATHS_NAMED pairs of a run; the
     rest name the later traces, which is what a reader follows anyway."""
 
-    PATHS_NAMED = 5
+    PATHS_NAMED = 2
 
     def __init__(self, graph: HappensBefore, found: dict[str, FoundFinding], quiet: list[SpanRecord]):
         self.graph = graph
