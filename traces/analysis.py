@@ -909,8 +909,11 @@ def _report_stale_reads(sp, key, producing, stale, version, accesses, clocks, ou
     """For each stale read, the newest write that happened-before it."""
     recs = sp.recs
     lane, lpos, shift, mask, avc = clocks.lane, clocks.lpos, clocks.shift, clocks.mask, clocks.vc
-    # Newest first: highest version, then (trace_id, span_id).
-    producing = sorted(producing, key=lambda j: (-version[j], recs[accesses[j]].trace_id, recs[accesses[j]].span_id))
+    # Newest first: highest version, then (trace_id, span_id). The newest write a stale read saw is
+    # above the version it read, so writes at or below the lowest version read stale are left out.
+    low = min(version[r] for r in stale)
+    producing = sorted((j for j in producing if version[j] > low),
+                       key=lambda j: (-version[j], recs[accesses[j]].trace_id, recs[accesses[j]].span_id))
     order = {j: o for o, j in enumerate(producing)}
     per_lane: dict[int, list[int]] = defaultdict(list)
     for j in producing:
@@ -936,6 +939,7 @@ def _report_stale_reads(sp, key, producing, stale, version, accesses, clocks, ou
         out.append(_finding(sp, "stale_read", key, (accesses[r], accesses[w]), (
             f"{_who(rr)} read {key} at v{version[r]} after {_who(rw)}'s write of v{version[w]} "
             f"had happened-before the read"), ordered=False))
+
 
 def _duplicates(sp: _Spans, out: list[Finding], keys=None) -> None:
     """Duplicate executions, of every idempotency key or of `keys`."""
@@ -1083,6 +1087,11 @@ class Window:
 
     def __len__(self) -> int:
         return self._sp.n
+
+    @property
+    def lanes(self) -> int:
+        """How many lanes the access clocks have (the width of every clock: see `_Clocks`)."""
+        return len(self._sp.lane_sizes)
 
     @property
     def worn(self) -> bool:

@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from governance.bulk import rows_insert, rows_update
@@ -71,7 +71,7 @@ class _QuietSpans:
     A run analyses its new spans with every quiet trace around them, and most of those were read and
     indexed by the run before: reading them again was a third of a run, indexing them most of the
     rest. A quiet trace's spans are final until new spans reopen it, and ingest stores a span once,
-    so a trace is read again only when its (row, completed_at, span_count) differs from the copy
+    so a trace is read again only when its (row, span_count) differs from the copy
     kept, and then only its spans not held yet are added to the window. Traces still open around the
     new ones are left out: their spans are new to a later run, once they are quiet (as the spec says
     of orphans: "once the trace has been quiet").
@@ -100,9 +100,10 @@ class _QuietSpans:
         version, a lock), and late spans may order accesses on traces far from their own. Paths run
         forward in time but for clock skew, so the spans around in time decide every pair the new
         spans take part in or order, up to the horizon."""
-        # A trace's version: its row's id too, as a test database rolled back may hand out one id, trace id
-        # and frozen time again.
-        version_columns = ("trace_id", "pk", "completed_at", "span_count")
+        # A trace's version: its row and its span count. Ingest stores a span once and never changes it, so
+        # spans added are the only change; the row's id, as a test database rolled back may hand out one
+        # trace id again.
+        version_columns = ("trace_id", "pk", "span_count")
         traces = Trace.objects.filter(project=project)
         batch = list(traces.filter(trace_id__in=trace_ids).values_list(*version_columns, "start_ns", "end_ns"))
         if not batch:
@@ -110,8 +111,12 @@ class _QuietSpans:
         horizon = analysis_horizon_ns(project)
         around = traces.exclude(state=Trace.State.OPEN).filter(
             start_ns__lte=max(row[-1] for row in batch) + horizon, end_ns__gte=min(row[-2] for row in batch) - horizon)
-        versions = {row[0]: row[1:] for row in around.values_list(*version_columns)}
-        versions.update((row[0], row[1:4]) for row in batch)
+        # Every quiet trace of the horizon, every run: read as plain rows, without the ORM's per-row work.
+        sql, params = around.values_list(*version_columns).query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            versions = {trace_id: (pk, count) for trace_id, pk, count in cursor.fetchall()}
+        versions.update((row[0], row[1:3]) for row in batch)
         kept = self._by_project.get(project.pk, {})
         spans_of = {trace_id: kept[trace_id] for trace_id, version in versions.items()
                     if trace_id in kept and kept[trace_id][0] == version}
@@ -193,8 +198,8 @@ def findings_update(*, project_id: int, trace_ids: list[str]) -> int:
                 status=Finding.Status.OPEN, withdrawn_at=None, withdrawn_reason="")
         _withdraw_revised(project, graph, found, quiet, touched)
     # What a run costs, by step: the figures docs/concurrency.md's pipeline section is about.
-    log.info("analysis of %s new spans with %s around them: %s revised, %s findings touched, %s new; "
-             "load %.2f s, analyse %.2f s, store %.2f s", len(quiet), len(window), len(touched), len(found),
+    log.info("analysis of %s new spans with %s around them (%s lanes): %s revised, %s findings touched, %s new; "
+             "load %.2f s, analyse %.2f s, store %.2f s", len(quiet), len(window), window.lanes, len(touched), len(found),
              len(fresh), loaded - began, analysed - loaded, time.perf_counter() - analysed)
     return len(fresh)
 
@@ -238,7 +243,7 @@ class _Withdrawals:
     finding made a run quadratic). Paths are traced for the first PATHS_NAMED pairs of a run; the
     rest name the later traces, which is what a reader follows anyway."""
 
-    PATHS_NAMED = 2
+    PATHS_NAMED = 1
 
     def __init__(self, graph: HappensBefore, found: dict[str, FoundFinding], quiet: list[SpanRecord]):
         self.graph = graph
