@@ -1,8 +1,8 @@
 """The analysis core: spec v1 happens-before, findings, critical path and clock skew.
 
 Plain Python over `traces.records.SpanRecord`, no Django import, so the Celery
-tasks, `check_traces` and the views share one implementation. The two loops that
-visit every event (program-order edges, clock propagation) run compiled, over
+tasks, `check_traces` and the views share one implementation. The loops that
+visit every event (program-order edges, clock propagation, searches) run compiled, over
 numpy arrays, in `traces.hb_kernels`; every decision about edges is made here.
 
 How the happens-before (HB) graph is decided, in short (docs/concurrency.md has
@@ -643,8 +643,6 @@ def _vector_clocks(sp: _Spans, on_graph=None) -> _Clocks:
     g = _build_graph(sp)
     src, dst = g.edges()
     nodes = g.nodes
-    if on_graph is not None:
-        on_graph(nodes, src, dst)
     del g
     nlanes, longest = max(len(sp.lane_sizes), 1), max(sp.lane_sizes, default=1)
     # Fields as narrow as the longest lane allows: the packed ints are what the race checks
@@ -658,12 +656,30 @@ def _vector_clocks(sp: _Spans, on_graph=None) -> _Clocks:
     rank, visited, indeg, slot, pool, offsets, targets = _kernels().propagate_clocks(
         nodes, src, dst, access_of_span, sp.cols["lane"].view(), sp.cols["lpos"].view().astype(dtype), rows)
     del src, dst
+    if on_graph is not None:
+        on_graph(nodes, offsets, targets)
     clocks = _Clocks(bits, sp.lane, sp.lpos, nlanes, rows, rank.tolist())
     if visited < nodes:
         _propagate_cycles(clocks, access_of_span, indeg, slot, pool, offsets, targets, visited)
         rank = np.asarray(clocks.rank)
     clocks.rank_of, clocks.lane_of, clocks.lpos_of = rank, sp.cols["lane"].view(), sp.cols["lpos"].view()
     return clocks
+
+
+def _csr(nodes: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The edges src -> dst as a compressed adjacency (offsets, targets), as propagate_clocks builds it."""
+    order = np.argsort(src, kind="stable")
+    offsets = np.zeros(nodes + 1, np.int64)
+    np.cumsum(np.bincount(src, minlength=nodes), out=offsets[1:])
+    return offsets, dst[order].astype(np.int32)
+
+
+def _reachable(offsets: np.ndarray, targets: np.ndarray, origins) -> np.ndarray:
+    """Which nodes a path reaches from any of `origins` (included)."""
+    seen = np.zeros(len(offsets) - 1, np.bool_)
+    _kernels().reach(offsets, targets, np.asarray(origins, np.int32), seen)
+    return seen
+
 
 def _propagate_cycles(clocks: _Clocks, access_of_span, indeg, slot, pool, offsets, targets, done: int) -> None:
     """Finish propagation over the nodes Kahn could not order: condense their cycles
@@ -1122,11 +1138,10 @@ def _analyse(sp, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, rev
         reached = None
         graph = None
 
-        def descendants(nodes, src, dst):
+        def descendants(nodes, offsets, targets):
             nonlocal reached, graph
-            reached, edges = _reachable_from(nodes, src, dst, [2 * i for i in new])
-            reached = reached[0:2 * sp.n:2]
-            graph = HappensBefore.of_adjacency(sp, edges)
+            reached = _reachable(offsets, targets, [2 * i for i in new])[0:2 * sp.n:2]
+            graph = HappensBefore.of_adjacency(sp, offsets, targets)
 
         on_graph = descendants if new is not None else None
         if sp.accesses:
@@ -1134,7 +1149,7 @@ def _analyse(sp, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, rev
             _races(sp, clocks, out, reached)
         elif on_graph is not None:
             g = _build_graph(sp)
-            descendants(g.nodes, *g.edges())
+            descendants(g.nodes, *_csr(g.nodes, *g.edges()))
         if reached is None:
             _duplicates(sp, out)
             _lock_overlaps(sp, out)
@@ -1460,26 +1475,29 @@ def causal_edges(spans: Sequence[SpanRecord]) -> list[tuple[str, str, str]]:
 
 class HappensBefore:
     """The happens-before graph of some spans, built once to answer many pairs: the live product
-    asks it why each of a run's withdrawn findings is no longer one (which later spans ordered the
-    accesses), and a run can withdraw thousands. Reachability runs in scipy's compiled
-    breadth-first search, so a pair costs what its paths reach, never a rebuild of the graph."""
+    asks it why a run's withdrawn findings are no longer ones (which later spans ordered the
+    accesses). Searches run compiled over the adjacency, so a pair costs what its paths reach,
+    never a rebuild of the graph."""
 
     def __init__(self, spans: Iterable[SpanRecord]):
         with collector_paused():
             sp = _indexed(spans)
         g = _build_graph(sp)
-        self._spans, self._forward, self._backward = sp, _adjacency(g.nodes, *g.edges()), None
+        self._spans, self._forward = sp, _csr(g.nodes, *g.edges())
+        self._backward = None
 
     @classmethod
-    def of_adjacency(cls, sp: _Spans, forward) -> HappensBefore:
-        """The graph an analysis already built, as its CSR adjacency (analyse_revised hands it on)."""
+    def of_adjacency(cls, sp: _Spans, offsets: np.ndarray, targets: np.ndarray) -> HappensBefore:
+        """The graph an analysis already built, as its compressed adjacency (analyse_revised hands it on)."""
         graph = cls.__new__(cls)
-        graph._spans, graph._forward, graph._backward = sp, forward, None
+        graph._spans, graph._forward, graph._backward = sp, (offsets, targets), None
         return graph
 
     def _adjacencies(self):
         if self._backward is None:  # built on the first question: most runs ask none
-            self._backward = self._forward.transpose().tocsr()
+            offsets, targets = self._forward
+            nodes = len(offsets) - 1
+            self._backward = _csr(nodes, targets, np.repeat(np.arange(nodes, dtype=np.int32), np.diff(offsets)))
         return self._forward, self._backward
 
     def span(self, key: tuple[str, str]) -> SpanRecord | None:
@@ -1501,13 +1519,13 @@ class HappensBefore:
         if a < 0 or b < 0:
             return []
         edges, back_edges = self._adjacencies()
-        forward = _reach(edges, 2 * a + 1)
+        forward = _reachable(*edges, [2 * a + 1])
         if not forward[2 * b]:
             a, b = b, a
-            forward = _reach(edges, 2 * a + 1)
+            forward = _reachable(*edges, [2 * a + 1])
             if not forward[2 * b]:
                 return []
-        on_path = forward & _reach(back_edges, 2 * b)
+        on_path = forward & _reachable(*back_edges, [2 * b])
         hits = among[(on_path[2 * among] | on_path[2 * among + 1]) & (among != a) & (among != b)]
         return sorted((sp.recs[i].trace_id, sp.recs[i].span_id) for i in hits.tolist())
 
@@ -1517,34 +1535,3 @@ def spans_between(spans: Iterable[SpanRecord], first: tuple[str, str], second: t
     """HappensBefore(spans).between(...), for one pair."""
     graph = HappensBefore(spans)
     return graph.between(first, second, graph.indexes(among))
-
-
-def _reachable_from(nodes: int, src: np.ndarray, dst: np.ndarray, origins: list[int]):
-    """(which nodes a path of edges src -> dst reaches from any of `origins`, included; the adjacency
-    searched). One search from a virtual node (number `nodes`) with an edge to every origin; it has no
-    edge in, so other searches of the adjacency (HappensBefore) never meet it."""
-    extra = np.asarray(origins, dtype=np.int64)
-    edges = _adjacency(nodes + 1, np.concatenate([src, np.full(len(extra), nodes)]), np.concatenate([dst, extra]))
-    if not origins:
-        return np.zeros(nodes, bool), edges
-    return _reach(edges, nodes)[:nodes], edges
-
-
-def _adjacency(nodes: int, src: np.ndarray, dst: np.ndarray):
-    from scipy.sparse import csr_matrix
-
-    # As scipy's graph searches take it (float64, duplicates summed): otherwise each search converts
-    # a copy first, which cost more than the search on a run's graph.
-    edges = csr_matrix((np.ones(len(src), np.float64), (src, dst)), shape=(nodes, nodes))
-    edges.sum_duplicates()
-    return edges
-
-
-def _reach(edges, origin: int) -> np.ndarray:
-    """Which nodes of a CSR adjacency matrix a path reaches from `origin` (included), in scipy's
-    compiled breadth-first search."""
-    from scipy.sparse.csgraph import breadth_first_order
-
-    seen = np.zeros(edges.shape[0], bool)
-    seen[breadth_first_order(edges, origin, directed=True, return_predecessors=False)] = True
-    return seen

@@ -1,9 +1,9 @@
-"""The two loops of the happens-before analysis that touch every event, compiled by Numba.
+"""The loops of the happens-before analysis that touch every event, compiled by Numba.
 
 `traces.analysis` decides what the edges are; these functions only walk arrays: building
-the program-order edges of time-sorted spans, and propagating lane vector clocks over the
-graph in topological order. In plain Python those two loops were most of the time of a
-million-span analysis; compiled, they are a small part of it. Numba caches the machine
+the program-order edges of time-sorted spans, propagating lane vector clocks over the
+graph in topological order, and searching it from the new spans. In plain Python those
+loops were most of the time of a million-span analysis; compiled, they are a small part of it. Numba caches the machine
 code beside this file (`cache=True`), so only the first run after an install compiles.
 
 Timestamps are uint64 arrays, as OTLP sends them; node and span numbers are int32.
@@ -188,3 +188,25 @@ def _grow(pool, free):
         more[nfree] = s
         nfree += 1
     return bigger, more, nfree
+
+
+@njit(cache=True, nogil=True)
+def reach(offsets, targets, origins, seen):
+    """Mark in `seen` every node a path of the CSR graph (offsets, targets) reaches from `origins`
+    (included), depth first; a search costs what it reaches, not the graph."""
+    stack = np.empty(len(seen), np.int32)
+    top = 0
+    for o in origins:
+        if not seen[o]:
+            seen[o] = True
+            stack[top] = o
+            top += 1
+    while top > 0:
+        top -= 1
+        u = stack[top]
+        for q in range(offsets[u], offsets[u + 1]):
+            v = targets[q]
+            if not seen[v]:
+                seen[v] = True
+                stack[top] = v
+                top += 1
