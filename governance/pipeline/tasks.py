@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from celery.signals import worker_process_init
 from django.conf import settings
 
 from governance.pipeline.services import batches_nudge_due, quiet_traces_hand_on, stage_run
@@ -30,3 +31,12 @@ def _stage_task(stage: Stage):
 
 
 STAGE_TASKS = {stage.name: _stage_task(stage) for stage in STAGES}
+
+
+@worker_process_init.connect
+def _analysis_kernels_load(**kwargs) -> None:
+    """A worker process loads the analysis's compiled loops as it starts (compiles them, the first time
+    after an install), not in its first analysis run: that took 7 s while the first quiet traces waited."""
+    from traces.analysis import kernels_load
+
+    kernels_load()
