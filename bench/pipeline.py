@@ -52,7 +52,7 @@ if ROOT not in sys.path:
 from bench.databases import own_postgres_database
 from bench.ingest import RETRYABLE, make_batches
 from tests.gunicorn import gunicorn_serving
-from tests.processes import beat, own_redis, running, worker
+from tests.processes import beat, own_redis, running, wait_for, worker
 from tests.services import manage
 
 SPANS_PER_REQUEST = 500
@@ -89,8 +89,12 @@ def product(workers: int):
             env=env, log_path=Path(directory) / "gunicorn.log",
             options=("--workers", "3", "--keep-alive", "30", "--backlog", "256", "--timeout", "120")))
         # A warm shutdown would wait for a long analysis run: stopped after 5 s.
-        stack.enter_context(running(*(worker(env, directory, f"bench{number}", stop_seconds=5)
-                                      for number in range(workers)), beat(env, directory, loglevel="WARNING")))
+        started = [worker(env, directory, f"bench{number}", stop_seconds=5) for number in range(workers)]
+        stack.enter_context(running(*started, beat(env, directory, loglevel="WARNING")))
+        # Sending starts once every worker's pool process has its compiled kernels (compiled, the first
+        # time after an install): a worker in production starts once, not at each burst of traffic.
+        wait_for(lambda: all("analysis kernels loaded" in w.log_path.read_text() for w in started), 180,
+                 "the workers' analysis kernels")
         say(f"  services up; logs in {directory}")
         yield env, url, key
     say(f"  stopped; logs kept in {directory}")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from celery.signals import worker_process_init
 from django.conf import settings
 
 from governance.pipeline.services import batches_nudge_due, quiet_traces_hand_on, stage_run
 from governance.pipeline.stages import STAGES, Stage
 from governance.task_base import instrumented_task
+
+log = logging.getLogger(__name__)
 
 
 @instrumented_task(name="pipeline.sweep", queue="sweep", time_limit=60, soft_time_limit=50, expires=30)
@@ -39,4 +44,6 @@ def _analysis_kernels_load(**kwargs) -> None:
     after an install), not in its first analysis run: that took 7 s while the first quiet traces waited."""
     from traces.analysis import kernels_load
 
+    began = time.perf_counter()
     kernels_load()
+    log.info("analysis kernels loaded in %.1f s", time.perf_counter() - began)
