@@ -668,10 +668,7 @@ def _vector_clocks(sp: _Spans, on_graph=None) -> _Clocks:
 
 def _csr(nodes: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The edges src -> dst as a compressed adjacency (offsets, targets), as propagate_clocks builds it."""
-    order = np.argsort(src, kind="stable")
-    offsets = np.zeros(nodes + 1, np.int64)
-    np.cumsum(np.bincount(src, minlength=nodes), out=offsets[1:])
-    return offsets, dst[order].astype(np.int32)
+    return _kernels().adjacency(nodes, src.astype(np.int32), dst.astype(np.int32))
 
 
 def _reachable(offsets: np.ndarray, targets: np.ndarray, origins) -> np.ndarray:
@@ -1180,7 +1177,9 @@ def kernels_load() -> None:
     spans = [SpanRecord("0" * 32, f"{i:016x}", "", "write", KIND_SERVER, 10 * i, 10 * i + 5, chain=f"c{i}",
                         clock=f"c{i}", state_key="k", state_op="write", state_version=2, state_base_version=1)
              for i in (1, 2)]
-    analyse_revised(spans, [("0" * 32, spans[0].span_id)])
+    first, second = (("0" * 32, s.span_id) for s in spans)
+    graph = analyse_revised(spans, [first]).graph
+    graph.between(first, second, graph.indexes([first]))
 
 
 # ---------------------------------------------------------------------------

@@ -210,3 +210,20 @@ def reach(offsets, targets, origins, seen):
                 seen[v] = True
                 stack[top] = v
                 top += 1
+
+
+@njit(cache=True, nogil=True)
+def adjacency(nnodes, src, dst):
+    """The edges src -> dst as a compressed adjacency (offsets, targets), by counting: linear in the edges."""
+    offsets = np.zeros(nnodes + 1, np.int64)
+    for e in range(len(src)):
+        offsets[src[e] + 1] += 1
+    for u in range(nnodes):
+        offsets[u + 1] += offsets[u]
+    targets = np.empty(len(src), np.int32)
+    fill = offsets[:-1].copy()
+    for e in range(len(src)):
+        u = src[e]
+        targets[fill[u]] = dst[e]
+        fill[u] += 1
+    return offsets, targets
