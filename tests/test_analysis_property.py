@@ -405,23 +405,30 @@ def _split(spans, rnd: random.Random, groups: int) -> list[list]:
     return arrivals
 
 
-@FAST
-@given(scenarios(), st.randoms(use_true_random=False), st.integers(1, 5))
-def test_a_window_fed_arrival_by_arrival_revises_as_a_fresh_analysis_does(spans, rnd, groups):
-    """A live worker keeps one `Window` and adds each run's spans to it: after every arrival, what it
-    revises (findings and the spans reached) is what analysing all the spans so far from scratch
-    gives, and once everything is there it reports what `analyse` does."""
+def _fed_and_checked(arrivals: list[list]):
+    """A window fed the arrivals one by one; after each, what it revises must be what a fresh analysis of
+    everything so far revises. Returns the window."""
     from traces.analysis import Window, analyse_revised
 
     window = Window()
     held = []
-    for arrival in _split(spans, rnd, groups):
+    for arrival in arrivals:
         window.add(arrival)
         held += arrival
         revised_by = [(s.trace_id, s.span_id) for s in arrival]
         fresh = analyse_revised(held, revised_by)
         kept = window.revise(revised_by)
         assert (kept.found, kept.touched) == (fresh.found, fresh.touched)
+    return window
+
+
+@FAST
+@given(scenarios(), st.randoms(use_true_random=False), st.integers(1, 5))
+def test_a_window_fed_arrival_by_arrival_revises_as_a_fresh_analysis_does(spans, rnd, groups):
+    """A live worker keeps one `Window` and adds each run's spans to it: after every arrival, what it
+    revises (findings and the spans reached) is what analysing all the spans so far from scratch
+    gives, and once everything is there it reports what `analyse` does."""
+    window = _fed_and_checked(_split(spans, rnd, groups))
     everything = [(s.trace_id, s.span_id) for s in spans]
     assert window.revise(everything).found == analyse(spans)
 
@@ -432,19 +439,8 @@ def test_a_window_fed_busier_worlds_out_of_order_revises_as_a_fresh_analysis_doe
     """The same on the pipeline tests' agent worlds (messages, fenced locks, versions), with whole
     traces arriving out of order, as quiet traces do."""
     from tests.worlds import agent_world
-    from traces.analysis import Window, analyse_revised
 
     rng = random.Random(seed)
     spans = agent_world(rng, turns=turns, agents=4, keys=3)
-    traces = sorted({s.trace_id for s in spans})
-    arrival_of = {t: rng.randrange(groups) for t in traces}
-    window = Window()
-    held = []
-    for group in range(groups):
-        arrival = [s for s in spans if arrival_of[s.trace_id] == group]
-        window.add(arrival)
-        held += arrival
-        revised_by = [(s.trace_id, s.span_id) for s in arrival]
-        fresh = analyse_revised(held, revised_by)
-        kept = window.revise(revised_by)
-        assert (kept.found, kept.touched) == (fresh.found, fresh.touched)
+    arrival_of = {t: rng.randrange(groups) for t in sorted({s.trace_id for s in spans})}
+    _fed_and_checked([[s for s in spans if arrival_of[s.trace_id] == group] for group in range(groups)])
