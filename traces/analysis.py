@@ -438,10 +438,6 @@ def _indexed(spans: Iterable[SpanRecord]) -> _Spans:
     return sp
 
 
-def _is_access(s: SpanRecord) -> bool:
-    return bool(s.state_key) and s.state_op in ("read", "write")
-
-
 # ---------------------------------------------------------------------------
 # The happens-before graph
 
