@@ -372,7 +372,8 @@ class _Spans:
         for chain in sorted(by_chain):
             free = self._free_lanes.setdefault(chain, [])
             newest = self._chain_newest.get(chain)
-            for j in sorted(by_chain[chain], key=lambda j: st[accesses[j]]):
+            in_order = sorted(by_chain[chain], key=lambda j: st[accesses[j]])
+            for j in in_order:
                 a = accesses[j]
                 if free and free[0][0] <= st[a]:
                     c = heappop(free)[1]
@@ -385,8 +386,8 @@ class _Spans:
                 lane[j] = c
                 lpos[j] = sizes[c]
                 heappush(free, (en[a], c))
-            self._chain_newest[chain] = max(st[accesses[j]] for j in by_chain[chain]) if newest is None else max(
-                newest, max(st[accesses[j]] for j in by_chain[chain]))
+            latest = st[accesses[in_order[-1]]]
+            self._chain_newest[chain] = latest if newest is None else max(newest, latest)
         self.cols["lane"].extend(lane[first:])
         self.cols["lpos"].extend(lpos[first:])
 
@@ -610,13 +611,14 @@ class _Clocks:
     __slots__ = ("_raw", "_width", "bits", "guards", "lane", "lane_of", "lpos", "lpos_of", "mask", "rank", "rank_of",
                  "shift", "vc")
 
-    def __init__(self, bits: int, lane: list[int], lpos: list[int], nlanes: int, rows: np.ndarray, rank: list[int]):
-        self.bits, self.lane, self.lpos, self.rank = bits, lane, lpos, rank
+    def __init__(self, bits: int, sp: _Spans, nlanes: int, rows: np.ndarray, rank: np.ndarray):
+        # Lists for the race checks' loops, numpy twins for their sorts.
+        self.bits, self.lane, self.lpos, self.rank = bits, sp.lane, sp.lpos, rank.tolist()
+        self.rank_of, self.lane_of, self.lpos_of = rank, sp.cols["lane"].view(), sp.cols["lpos"].view()
         self.shift = [c * bits for c in range(nlanes)]
         self.mask = (1 << (bits - 1)) - 1
         self.guards = sum(1 << (s + bits - 1) for s in self.shift)
         self.vc: list[int | None] = [None] * len(rows)
-        self.rank_of = self.lane_of = self.lpos_of = None  # numpy twins of rank, lane, lpos: see _vector_clocks
         self._raw, self._width = memoryview(rows).cast("B"), rows.itemsize * nlanes
 
     def pack(self, js: Iterable[int]) -> None:
@@ -653,12 +655,11 @@ def _vector_clocks(sp: _Spans, on_graph=None) -> _Clocks:
         nodes, src, dst, access_of_span, sp.cols["lane"].view(), sp.cols["lpos"].view().astype(dtype), rows)
     del src, dst
     if on_graph is not None:
-        on_graph(nodes, offsets, targets)
-    clocks = _Clocks(bits, sp.lane, sp.lpos, nlanes, rows, rank.tolist())
+        on_graph(offsets, targets)
+    clocks = _Clocks(bits, sp, nlanes, rows, rank)
     if visited < nodes:
         _propagate_cycles(clocks, access_of_span, indeg, slot, pool, offsets, targets, visited)
-        rank = np.asarray(clocks.rank)
-    clocks.rank_of, clocks.lane_of, clocks.lpos_of = rank, sp.cols["lane"].view(), sp.cols["lpos"].view()
+        clocks.rank_of = np.asarray(clocks.rank)
     return clocks
 
 
@@ -1008,11 +1009,11 @@ def _lock_overlaps(sp: _Spans, out: list[Finding], names=None) -> None:
                 f"critical sections of lock {name} by {_who(recs[a])} and {_who(recs[b])} overlap: {why}")))
 
 def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool, out: list[Finding],
-               reached=None) -> None:
-    """With `reached`, only the findings of reached spans: a span whose parent or linked span was
-    reached was reached too (through the edge from that span's start to its own)."""
+               revised: list[int] | None = None) -> None:
+    """With `revised` (the spans the new ones reach), only their findings: a span whose parent or linked
+    span was reached was reached too (through the edge from that span's start to its own)."""
     recs, st, parent, clock, find = sp.recs, sp.st, sp.parent, sp.clock, sp.find
-    for i in range(len(recs)) if reached is None else np.flatnonzero(reached).tolist():
+    for i in range(len(recs)) if revised is None else revised:
         s = recs[i]
         p = parent[i]
         if p >= 0 and p != i:
@@ -1033,13 +1034,12 @@ def _causality(sp: _Spans, skew_ns: float, same_ns: float, report_orphans: bool,
                         f"{_span_name(s)} starts {(st[q] - st[i]) / 1e6:.3f} ms before the span "
                         f"{_span_name(recs[q])} it links to starts"), ordered=False))
 
-def _revised_only(sp: _Spans, out: list[Finding], reached: np.ndarray, new: list[int]) -> list[Finding]:
+def _revised_only(sp: _Spans, out: list[Finding], revised: list[int], new: list[int]) -> list[Finding]:
     recs = sp.recs
-    reached_at = np.flatnonzero(reached).tolist()
-    touched = {recs[i].span_id for i in reached_at}
+    touched = {recs[i].span_id for i in revised}
     keys = {recs[i].idempotency_key for i in new if recs[i].idempotency_key}
     kept = [f for f in out if touched.intersection(f.span_ids) or (f.kind == "duplicate_side_effect" and f.key in keys)]
-    return kept, {(recs[i].trace_id, recs[i].span_id) for i in reached_at}
+    return kept, {(recs[i].trace_id, recs[i].span_id) for i in revised}
 
 
 def _sort_key(f: Finding):
@@ -1131,7 +1131,7 @@ def _analyse(sp, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, rev
         reached = None
         graph = None
 
-        def descendants(nodes, offsets, targets):
+        def descendants(offsets, targets):
             nonlocal reached, graph
             reached = _reachable(offsets, targets, [2 * i for i in new])[0:2 * sp.n:2]
             graph = HappensBefore.of_adjacency(sp, offsets, targets)
@@ -1142,19 +1142,19 @@ def _analyse(sp, skew_tolerance_ms, same_clock_tolerance_ms, report_orphans, rev
             _races(sp, clocks, out, reached)
         elif on_graph is not None:
             g = _build_graph(sp)
-            descendants(g.nodes, *_csr(g.nodes, *g.edges()))
-        if reached is None:
+            descendants(*_csr(g.nodes, *g.edges()))
+        revised = None if reached is None else np.flatnonzero(reached).tolist()  # the spans the new ones reach
+        if revised is None:
             _duplicates(sp, out)
             _lock_overlaps(sp, out)
         else:
-            revised = np.flatnonzero(reached).tolist()
             recs = sp.recs
             _duplicates(sp, out, {recs[i].idempotency_key for i in revised + new if recs[i].idempotency_key})
             _lock_overlaps(sp, out, {recs[i].lock_name for i in revised if recs[i].lock_name})
-        _causality(sp, skew_tolerance_ms * 1e6, same_clock_tolerance_ms * 1e6, report_orphans, out, reached)
+        _causality(sp, skew_tolerance_ms * 1e6, same_clock_tolerance_ms * 1e6, report_orphans, out, revised)
         touched = None
         if new is not None:
-            out, touched = _revised_only(sp, out, reached, new)
+            out, touched = _revised_only(sp, out, revised, new)
     out.sort(key=_sort_key)
     unique: list[Finding] = []
     last = None

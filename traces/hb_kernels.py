@@ -3,8 +3,9 @@
 `traces.analysis` decides what the edges are; these functions only walk arrays: building
 the program-order edges of time-sorted spans, propagating lane vector clocks over the
 graph in topological order, and searching it from the new spans. In plain Python those
-loops were most of the time of a million-span analysis; compiled, they are a small part of it. Numba caches the machine
-code beside this file (`cache=True`), so only the first run after an install compiles.
+loops were most of the time of a million-span analysis; compiled, they are a small part of
+it. Numba caches the machine code beside this file (`cache=True`), so only the first run
+after an install compiles.
 
 Timestamps are uint64 arrays, as OTLP sends them; node and span numbers are int32.
 """
@@ -82,6 +83,23 @@ def program_order(ends, end_bounds, starts, start_bounds, st, en, fed, ver, next
 
 
 @njit(cache=True, nogil=True)
+def adjacency(nnodes, src, dst):
+    """The edges src -> dst as a compressed adjacency (offsets, targets), by counting: linear in the edges."""
+    offsets = np.zeros(nnodes + 1, np.int64)
+    for e in range(len(src)):
+        offsets[src[e] + 1] += 1
+    for u in range(nnodes):
+        offsets[u + 1] += offsets[u]
+    targets = np.empty(len(src), np.int32)
+    fill = offsets[:-1].copy()
+    for e in range(len(src)):
+        u = src[e]
+        targets[fill[u]] = dst[e]
+        fill[u] += 1
+    return offsets, targets
+
+
+@njit(cache=True, nogil=True)
 def propagate_clocks(nnodes, src, dst, access_of_span, lane, lpos, clocks):
     """Lane vector clocks at the start of every access, by Kahn's algorithm.
 
@@ -97,20 +115,10 @@ def propagate_clocks(nnodes, src, dst, access_of_span, lane, lpos, clocks):
     clocks are pool[slot[u]] (slot -1: none) and offsets/targets are the graph, for the
     caller to finish.
     """
-    nedges = len(src)
-    offsets = np.zeros(nnodes + 1, np.int64)
+    offsets, targets = adjacency(nnodes, src, dst)
     indeg = np.zeros(nnodes, np.int32)
-    for e in range(nedges):
-        offsets[src[e] + 1] += 1
+    for e in range(len(dst)):
         indeg[dst[e]] += 1
-    for u in range(nnodes):
-        offsets[u + 1] += offsets[u]
-    targets = np.empty(nedges, np.int32)
-    fill = offsets[:-1].copy()
-    for e in range(nedges):
-        u = src[e]
-        targets[fill[u]] = dst[e]
-        fill[u] += 1
 
     naccess, nlanes = clocks.shape
     rank = np.zeros(naccess, np.int64)
@@ -210,20 +218,3 @@ def reach(offsets, targets, origins, seen):
                 seen[v] = True
                 stack[top] = v
                 top += 1
-
-
-@njit(cache=True, nogil=True)
-def adjacency(nnodes, src, dst):
-    """The edges src -> dst as a compressed adjacency (offsets, targets), by counting: linear in the edges."""
-    offsets = np.zeros(nnodes + 1, np.int64)
-    for e in range(len(src)):
-        offsets[src[e] + 1] += 1
-    for u in range(nnodes):
-        offsets[u + 1] += offsets[u]
-    targets = np.empty(len(src), np.int32)
-    fill = offsets[:-1].copy()
-    for e in range(len(src)):
-        u = src[e]
-        targets[fill[u]] = dst[e]
-        fill[u] += 1
-    return offsets, targets

@@ -84,11 +84,10 @@ class _QuietSpans:
     STALE_SHARE = 0.25
 
     def __init__(self):
-        self._by_project: dict[int, dict[str, tuple[tuple, list[SpanRecord]]]] = {}
-        self._windows: dict[int, tuple[Window, dict[str, tuple[tuple, int]]]] = {}
+        # Per project: the window, and the spans it holds by trace, with the version they were read at.
+        self._windows: dict[int, tuple[Window, dict[str, tuple[tuple, list[SpanRecord]]]]] = {}
 
     def clear(self) -> None:
-        self._by_project.clear()
         self._windows.clear()
 
     def region(self, project: Project, trace_ids: list[str]) -> tuple[list[SpanRecord], Window]:
@@ -117,9 +116,9 @@ class _QuietSpans:
             cursor.execute(sql, params)
             versions = {trace_id: (pk, count) for trace_id, pk, count in cursor.fetchall()}
         versions.update((row[0], row[1:3]) for row in batch)
-        kept = self._by_project.get(project.pk, {})
-        spans_of = {trace_id: kept[trace_id] for trace_id, version in versions.items()
-                    if trace_id in kept and kept[trace_id][0] == version}
+        window, held = self._windows.get(project.pk, (None, {}))
+        spans_of = {trace_id: held[trace_id] for trace_id, version in versions.items()
+                    if trace_id in held and held[trace_id][0] == version}
         unread = [trace_id for trace_id in versions if trace_id not in spans_of]
         read: dict[str, list[SpanRecord]] = {trace_id: [] for trace_id in unread}
         with collector_paused():  # each collection would rescan the window's records kept
@@ -127,9 +126,14 @@ class _QuietSpans:
                 for s in span_records(Span.objects.filter(project=project, trace_id__in=unread[at:at + 5000]),
                                       resource=False, bare=True):
                     read[s.trace_id].append(s)
-        spans_of.update((trace_id, (versions[trace_id], spans)) for trace_id, spans in read.items())
-        self._by_project[project.pk] = spans_of
-        window = self._window(project.pk, spans_of)
+        stale = sum(len(spans) for trace_id, (_, spans) in held.items() if trace_id not in versions)
+        if window is None or window.worn or stale > self.STALE_SHARE * len(window):
+            window, held = Window(), {}
+            read.update((trace_id, spans) for trace_id, (_, spans) in spans_of.items())
+        # A trace read again (new spans reopened it) adds only the spans the window does not hold yet.
+        window.add(s for spans in read.values() for s in spans)
+        held.update((trace_id, (versions[trace_id], spans)) for trace_id, spans in read.items())
+        self._windows[project.pk] = (window, held)
         if read:
             # The records and indexes kept live as long as the window, millions of objects without
             # cycles: moved out of the cyclic collector's sight, or every collection in this process
@@ -137,21 +141,8 @@ class _QuietSpans:
             # garbage is frozen.
             gc.collect()
             gc.freeze()
-        new = [s for trace_id in trace_ids if trace_id in spans_of for s in spans_of[trace_id][1]]
+        new = [s for trace_id in trace_ids if trace_id in held for s in held[trace_id][1]]
         return new, window
-
-    def _window(self, project_id: int, spans_of: dict[str, tuple[tuple, list[SpanRecord]]]) -> Window:
-        window, held = self._windows.get(project_id, (None, {}))
-        stale = sum(count for trace_id, (_, count) in held.items() if trace_id not in spans_of)
-        if window is None or window.worn or stale > self.STALE_SHARE * len(window):
-            window, held = Window(), {}
-        changed = [(trace_id, version, spans) for trace_id, (version, spans) in spans_of.items()
-                   if held.get(trace_id, (None,))[0] != version]
-        window.add(s for _, _, spans in changed for s in spans)
-        held.update((trace_id, (version, len(spans))) for trace_id, version, spans in changed)
-        self._windows[project_id] = (window, held)
-        return window
-
 
 quiet_spans = _QuietSpans()
 
