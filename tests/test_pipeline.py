@@ -4,6 +4,7 @@ dead letters people can see and retry, and a worker killed with SIGKILL mid-anal
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -26,7 +27,8 @@ from governance.pipeline.services import (
 from governance.pipeline.stages import STAGES
 from governance.task_base import RetryPolicy
 from tests.conftest import log_in, make_user
-from tests.processes import celery_env, running, wait_for, worker, writes_held
+from tests.processes import celery_env, own_redis, running, wait_for, worker, writes_held
+from tests.services import manage
 from tests.worlds import agent_world
 from traces.analysis import analyse
 from traces.ingest import spans_store
@@ -273,3 +275,22 @@ def test_a_worker_killed_mid_analysis_leaves_the_findings_stored_once_in_the_end
     stored = sorted((f.kind, f.key, tuple(f.span_ids)) for f in Finding.objects.exclude(status=Finding.Status.WITHDRAWN))
     assert stored == expected
     assert Finding.objects.count() == len(expected), "each finding stored once"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_takes_the_later_stages_of_begun_traces_before_the_next_analysis(acme, tmp_path):
+    # A trace's findings count as fresh once its last stage has run; with the stages taken in arrival
+    # order each later stage of a batch waited behind the next batch's analysis (seconds each, under load).
+    with own_redis(tmp_path) as redis:
+        env = celery_env(CELERY_BROKER_URL=redis.url, ALERT_EVAL_INTERVAL_SECONDS="3600", ROLLOUT_TICK_SECONDS="3600")
+        # Queued in pipeline order, as a busy worker leaves them: the next batch's analysis first.
+        manage(env, "shell", "-c", "from governance.pipeline.services import stage_nudge\n"
+                                   "from governance.pipeline.stages import STAGES\n"
+                                   f"for stage in STAGES: stage_nudge(stage=stage, project_id={acme.pk})")
+        late = worker(env, tmp_path, "late")
+        with running(late):
+            def ran() -> list[str]:
+                return re.findall(r"task pipeline\.(\w+) ok", late.log_path.read_text())
+
+            wait_for(lambda: len(ran()) == len(STAGES), 60, f"the worker to run every stage (see {tmp_path}/late.log)")
+    assert ran() == [stage.name for stage in reversed(STAGES)]

@@ -82,7 +82,7 @@ def stage_nudge(*, stage: Stage, project_id: int) -> None:
     """Queue the stage's task for the project."""
     from governance.pipeline.tasks import STAGE_TASKS  # the tasks module imports this one
 
-    STAGE_TASKS[stage.name].apply_async((project_id,))
+    STAGE_TASKS[stage.name].apply_async((project_id,), priority=stage.priority)
 
 
 def batches_nudge_due(*, now: datetime | None = None) -> int:
