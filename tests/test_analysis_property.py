@@ -14,6 +14,7 @@ import itertools
 import random
 from collections import defaultdict
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -444,3 +445,30 @@ def test_a_window_fed_busier_worlds_out_of_order_revises_as_a_fresh_analysis_doe
     spans = agent_world(rng, turns=turns, agents=4, keys=3)
     arrival_of = {t: rng.randrange(groups) for t in sorted({s.trace_id for s in spans})}
     _fed_and_checked([[s for s in spans if arrival_of[s.trace_id] == group] for group in range(groups)])
+
+
+@settings(deadline=None)
+@given(st.integers(2, 30).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=4 * n),
+    st.integers(0, n - 1), st.integers(0, n - 1))))
+def test_the_spans_named_between_two_accesses_are_those_on_a_path_from_one_to_the_other(graph):
+    # What names the later spans that ordered a withdrawn finding's accesses; cycles included, as
+    # malformed timestamps make them.
+    from traces.analysis import _csr, _kernels
+
+    nodes, edges, a, b = graph
+    successors = defaultdict(set)
+    for u, v in edges:
+        successors[u].add(v)
+
+    def reached_from(origin: int) -> set[int]:
+        seen, todo = {origin}, [origin]
+        while todo:
+            for v in successors[todo.pop()] - seen:
+                seen.add(v)
+                todo.append(v)
+        return seen
+
+    expected = {u for u in reached_from(a) if b in reached_from(u)}
+    offsets, targets = _csr(nodes, np.array([u for u, _ in edges], np.int64), np.array([v for _, v in edges], np.int64))
+    assert set(np.flatnonzero(_kernels().on_paths(offsets, targets, a, b)).tolist()) == expected

@@ -1489,21 +1489,13 @@ class HappensBefore:
             sp = _indexed(spans)
         g = _build_graph(sp)
         self._spans, self._forward = sp, _csr(g.nodes, *g.edges())
-        self._backward = None
 
     @classmethod
     def of_adjacency(cls, sp: _Spans, offsets: np.ndarray, targets: np.ndarray) -> HappensBefore:
         """The graph an analysis already built, as its compressed adjacency (analyse_revised hands it on)."""
         graph = cls.__new__(cls)
-        graph._spans, graph._forward, graph._backward = sp, (offsets, targets), None
+        graph._spans, graph._forward = sp, (offsets, targets)
         return graph
-
-    def _adjacencies(self):
-        if self._backward is None:  # built on the first question: most runs ask none
-            offsets, targets = self._forward
-            nodes = len(offsets) - 1
-            self._backward = _csr(nodes, targets, np.repeat(np.arange(nodes, dtype=np.int32), np.diff(offsets)))
-        return self._forward, self._backward
 
     def span(self, key: tuple[str, str]) -> SpanRecord | None:
         """The span (trace_id, span_id) among the graph's, or None."""
@@ -1523,14 +1515,13 @@ class HappensBefore:
         a, b = sp.find(*first), sp.find(*second)
         if a < 0 or b < 0:
             return []
-        edges, back_edges = self._adjacencies()
-        forward = _reachable(*edges, [2 * a + 1])
-        if not forward[2 * b]:
+        offsets, targets = self._forward
+        on_path = _kernels().on_paths(offsets, targets, 2 * a + 1, 2 * b)
+        if not on_path[2 * b]:
             a, b = b, a
-            forward = _reachable(*edges, [2 * a + 1])
-            if not forward[2 * b]:
+            on_path = _kernels().on_paths(offsets, targets, 2 * a + 1, 2 * b)
+            if not on_path[2 * b]:
                 return []
-        on_path = forward & _reachable(*back_edges, [2 * b])
         hits = among[(on_path[2 * among] | on_path[2 * among + 1]) & (among != a) & (among != b)]
         return sorted((sp.recs[i].trace_id, sp.recs[i].span_id) for i in hits.tolist())
 
