@@ -153,15 +153,21 @@ def propagate_clocks(nnodes, src, dst, access_of_span, lane, lpos, clocks):
                     if su >= 0:
                         clocks[j, :] = pool[su, :]
                     rank[j] = visited
+        handed = False  # u's row went to a successor that had none: u's clock is its clock so far
         for q in range(offsets[u], offsets[u + 1]):
             v = targets[q]
             if su >= 0:
                 sv = slot[v]
                 if sv < 0:
-                    sv, pool, free, nfree = _take(pool, free, nfree)
+                    if handed:
+                        sv, pool, free, nfree = _take(pool, free, nfree)
+                        pool[sv, :] = pool[su, :]
+                    else:
+                        # Nothing writes to v's row before u's edges are done (a node's row is joined
+                        # into only by its predecessors, as each is visited), so u keeps reading it.
+                        sv, handed = su, True
                     slot[v] = sv
-                    pool[sv, :] = pool[su, :]
-                else:
+                elif sv != su:
                     for c in range(nlanes):
                         pool[sv, c] = max(pool[sv, c], pool[su, c])
             d = indeg[v] - 1
@@ -170,8 +176,9 @@ def propagate_clocks(nnodes, src, dst, access_of_span, lane, lpos, clocks):
                 stack[top] = v
                 top += 1
         if su >= 0:
-            free[nfree] = su
-            nfree += 1
+            if not handed:
+                free[nfree] = su
+                nfree += 1
             slot[u] = -1
     return rank, visited, indeg, slot, pool, offsets, targets
 
