@@ -230,6 +230,9 @@ if BROKER_IS_EMBEDDED:
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Every worker also consumes a queue of its own, so a project's analysis goes on running where its
+# window is held in memory (governance.pipeline.models.StageHolder).
+CELERY_WORKER_DIRECT = True
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = False

@@ -294,3 +294,24 @@ def test_a_worker_takes_the_later_stages_of_begun_traces_before_the_next_analysi
 
             wait_for(lambda: len(ran()) == len(STAGES), 60, f"the worker to run every stage (see {tmp_path}/late.log)")
     assert ran() == [stage.name for stage in reversed(STAGES)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_projects_analysis_stays_on_the_worker_that_holds_its_window_while_another_is_idle(acme, tmp_path):
+    # The analysis keeps the project's window in the worker that ran it; a second worker taking a run
+    # over read the whole window again (12 s at 550,000 spans in bench/pipeline.py --workers 2).
+    with own_redis(tmp_path) as redis:
+        env = celery_env(CELERY_BROKER_URL=redis.url, ALERT_EVAL_INTERVAL_SECONDS="3600", ROLLOUT_TICK_SECONDS="3600")
+        one, two = worker(env, tmp_path, "one"), worker(env, tmp_path, "two")
+        with running(one, two):
+            for round_ in range(8):
+                spans_store(project_id=acme.pk, spans=[a_span(100 * round_ + n) for n in range(1, 4)])
+                manage(env, "shell", "-c", "from governance.pipeline.services import quiet_traces_hand_on\n"
+                                           "quiet_traces_hand_on(quiet_seconds=0)")
+                wait_for(lambda: not Trace.objects.exclude(state=Trace.State.ANALYSED).exists(), 60,
+                         f"round {round_} through the pipeline (see {tmp_path})", every=0.1)
+
+    def analyses(process) -> int:
+        return len(re.findall(r"task pipeline\.analysis ok", process.log_path.read_text()))
+
+    assert sorted([analyses(one), analyses(two)]) == [0, 8]

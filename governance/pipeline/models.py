@@ -45,3 +45,21 @@ class StageBatch(models.Model):
 
     def __str__(self):
         return f"{self.stage} batch {self.pk} ({len(self.trace_ids)} traces, {self.state})"
+
+
+class StageHolder(models.Model):
+    """The worker that last ran a stage that keeps what it read for its next run (the analysis keeps
+    the project's window in the worker's memory), and until when it counts as alive: the stage's
+    next runs for the project are sent to that worker's own queue until then, so a second worker
+    does not take a run over and read the whole window again. Renewed by each run."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    stage = models.CharField(max_length=32)
+    worker = models.CharField(max_length=255, help_text="the Celery node name, e.g. analysis1@host")
+    until = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "stage"], name="stage_holder_unique")]
+
+    def __str__(self):
+        return f"{self.stage} of project {self.project_id} on {self.worker} until {self.until}"

@@ -18,13 +18,14 @@ from datetime import datetime, timedelta
 from functools import reduce
 from operator import or_
 
+from celery.utils.nodenames import worker_direct
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from governance.models import Project, Role
-from governance.pipeline.models import StageBatch
+from governance.pipeline.models import StageBatch, StageHolder
 from governance.pipeline.stages import STAGE_BY_NAME, STAGES, Stage, stage_after
 from governance.services import audit_record, role_require
 from governance.task_base import TRANSIENT_ERRORS
@@ -79,10 +80,26 @@ def batches_create(*, stage: Stage, traces: list[QuietTrace], completed_at: date
 
 
 def stage_nudge(*, stage: Stage, project_id: int) -> None:
-    """Queue the stage's task for the project."""
+    """Queue the stage's task for the project: on the stage's queue, or for a sticky stage on the own
+    queue of the worker that holds the project's run (StageHolder) while that worker is alive."""
     from governance.pipeline.tasks import STAGE_TASKS  # the tasks module imports this one
 
-    STAGE_TASKS[stage.name].apply_async((project_id,), priority=stage.priority)
+    options = {"priority": stage.priority}
+    if stage.sticky:
+        holder = (StageHolder.objects.filter(project_id=project_id, stage=stage.name, until__gt=timezone.now())
+                  .values_list("worker", flat=True).first())
+        if holder:
+            options["queue"] = worker_direct(holder)
+    STAGE_TASKS[stage.name].apply_async((project_id,), **options)
+
+
+def holder_keep(*, stage: Stage, project_id: int, worker: str) -> None:
+    """This worker runs the sticky stage for the project: its next runs come here for a lease's time.
+    A worker that dies stops renewing it, and the runs go back to the stage's queue (the sweep queues
+    a task again for work nobody took within a lease, by then on the shared queue)."""
+    StageHolder.objects.update_or_create(
+        project_id=project_id, stage=stage.name,
+        defaults={"worker": worker, "until": timezone.now() + timedelta(seconds=lease_seconds())})
 
 
 def batches_nudge_due(*, now: datetime | None = None) -> int:
@@ -241,11 +258,14 @@ def _failed(batch: StageBatch, stage: Stage, error: str, *, transient: bool, now
               batch.trace_ids[0], batch.project_id, batch.attempts, error.splitlines()[-1] if error else "")
 
 
-def stage_run(*, stage: Stage, project_id: int) -> int:
-    """One run of a stage for a project: claim, run, complete (or fail). Returns rows the stage stored."""
+def stage_run(*, stage: Stage, project_id: int, worker: str = "") -> int:
+    """One run of a stage for a project, on `worker` (the Celery node name): claim, run, complete (or
+    fail). Returns rows the stage stored."""
     batches = batches_claim(stage=stage, project_id=project_id)
     if not batches:
         return 0
+    if stage.sticky and worker:
+        holder_keep(stage=stage, project_id=project_id, worker=worker)
     trace_ids = sorted({trace_id for batch in batches for trace_id in batch.trace_ids})
     try:
         with lease_kept(batches):
@@ -261,6 +281,8 @@ def stage_run(*, stage: Stage, project_id: int) -> int:
         batches_fail(stage=stage, batches=batches, error=_describe(exc), transient=False)
         return 0
     batches_complete(stage=stage, batches=batches)
+    if stage.sticky and worker:
+        holder_keep(stage=stage, project_id=project_id, worker=worker)  # a lease from now, for the runs to come
     if StageBatch.objects.filter(_claimable(timezone.now()), project_id=project_id, stage=stage.name).exists():
         stage_nudge(stage=stage, project_id=project_id)  # more is waiting: carry on in a fresh task
     return stored

@@ -30,6 +30,9 @@ class Stage:
     soft_time_limit: int  # seconds before the run is interrupted and counted as failed
     retry: RetryPolicy
     max_traces: int  # a run takes the project's waiting batches up to this many traces
+    # The run keeps what it read in the worker for the next run (StageHolder): a project's runs go to
+    # the worker that ran the last one, while it is alive.
+    sticky: bool = False
 
     @property
     def task_name(self) -> str:
@@ -47,7 +50,8 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     # Concurrency findings: the happens-before analysis of the quiet traces with what they touch.
     Stage(name="analysis", run=findings_update, queue="analysis", time_limit=300, soft_time_limit=270,
-          retry=RetryPolicy(max_attempts=3, backoff_seconds=2, backoff_max_seconds=300), max_traces=5000),
+          retry=RetryPolicy(max_attempts=3, backoff_seconds=2, backoff_max_seconds=300), max_traces=5000,
+          sticky=True),
     # Governance: the active policy versions evaluated on the same traces, after their findings.
     Stage(name="policies", run=violations_record, queue="analysis", time_limit=120, soft_time_limit=110,
           retry=RetryPolicy(max_attempts=3, backoff_seconds=2, backoff_max_seconds=300), max_traces=5000),

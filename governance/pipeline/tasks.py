@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from celery import current_task
 from celery.signals import worker_process_init
 from django.conf import settings
 
@@ -30,7 +31,7 @@ def _stage_task(stage: Stage):
     @instrumented_task(name=stage.task_name, queue=stage.queue, time_limit=stage.time_limit,
                        soft_time_limit=stage.soft_time_limit)
     def run_stage(project_id: int) -> int:
-        return stage_run(stage=stage, project_id=project_id)
+        return stage_run(stage=stage, project_id=project_id, worker=current_task.request.hostname or "")
 
     return run_stage
 
