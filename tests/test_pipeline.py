@@ -15,7 +15,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from governance.models import AuditRecord
-from governance.pipeline.models import StageBatch
+from governance.pipeline.models import StageBatch, StageHolder
 from governance.pipeline.services import (
     BATCH_TRACES,
     batches_claim,
@@ -234,9 +234,13 @@ def test_the_traces_list_shows_how_far_behind_analysis_is(client, alice, acme, c
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_the_pipeline_page_in_a_browser(page, live_server, acme, alice, dead_letter, tmp_path):
+    StageHolder.objects.create(project=acme, stage="analysis", worker="analysis1@host",
+                               until=timezone.now() + timedelta(seconds=30))
     log_in(page, live_server, "alice")
     page.goto(f"{live_server.url}/p/acme/pipeline/")
     assert page.locator("table.dead-letters tbody tr").count() == 1
+    runs_on = page.locator("table.stages tbody tr td:nth-child(3)").all_inner_texts()
+    assert runs_on == ["analysis1@host (holds the window)", "any worker", "any worker", "any worker"]
     page.screenshot(path=str(tmp_path / "pipeline.png"), full_page=True)
     page.click("table.dead-letters button")
     page.wait_for_load_state("networkidle")
@@ -297,7 +301,8 @@ def test_a_worker_takes_the_later_stages_of_begun_traces_before_the_next_analysi
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_projects_analysis_stays_on_the_worker_that_holds_its_window_while_another_is_idle(acme, tmp_path):
+def test_a_projects_analysis_stays_on_the_worker_that_holds_its_window_while_another_is_idle(acme, alice, client,
+                                                                                               tmp_path):
     # The analysis keeps the project's window in the worker that ran it; a second worker taking a run
     # over read the whole window again (12 s at 550,000 spans in bench/pipeline.py --workers 2).
     with own_redis(tmp_path) as redis:
@@ -315,3 +320,8 @@ def test_a_projects_analysis_stays_on_the_worker_that_holds_its_window_while_ano
         return len(re.findall(r"task pipeline\.analysis ok", process.log_path.read_text()))
 
     assert sorted([analyses(one), analyses(two)]) == [0, 8]
+    # The Pipeline page says where the project's analysis runs.
+    holder = "one" if analyses(one) else "two"
+    client.force_login(alice)
+    assert re.search(rf"<code>{holder}@[^<]+</code> <span[^>]*>\(holds the window\)", client.get("/p/acme/pipeline/")
+                     .content.decode())
