@@ -198,3 +198,33 @@ def test_a_trace_reopened_at_the_same_instant_is_read_again_not_taken_from_the_r
     settle(project)
     assert Trace.objects.get(project=project).completed_at == completed, "completed again at the same instant"
     assert stored(project) == expected(first + late) and [kind for kind, _, _ in stored(project)] == ["write_race"]
+
+
+def test_traces_that_leave_the_horizon_are_dropped_from_the_window_and_the_findings_stay_right(settings):
+    # The worker's window only grows; once a quarter of it has left the runs' range it is built
+    # afresh from the traces in range, those it held already included (traces.services._QuietSpans).
+    from traces.services import quiet_spans
+
+    settings.ANALYSIS_HORIZON_SECONDS = 1.0
+    project = new_project()
+    groups = []
+    for g in range(4):
+        # Worlds of about 150 ms, 0.8 s apart in event time: a world's range (1 s either side) holds the
+        # world before it, not the one before that. Each has its own traces and keys, so the findings
+        # are each world's own, wherever the window's edges fall.
+        def own(text: str, g=g) -> str:
+            return f"g{g}:{text}" if text else text
+
+        world = agent_world(random.Random(g), turns=40, t0=T0 + g * 800 * MS)
+        groups.append([replace(s, trace_id=f"{g}{s.trace_id[1:]}", state_key=own(s.state_key),
+                               idempotency_key=own(s.idempotency_key), lock_name=own(s.lock_name),
+                               links=tuple(replace(link, trace_id=f"{g}{link.trace_id[1:]}") for link in s.links))
+                       for s in world])
+    for g, group in enumerate(groups):
+        spans_store(project_id=project.pk, spans=group)
+        settle(project)
+        window, _ = quiet_spans._windows[project.pk]
+        # The first two worlds in one window; from the third on, the world two back has left the range
+        # and was dropped, and the world before was carried over from the window, not read again.
+        assert len(window) == len(group) + (len(groups[g - 1]) if g else 0)
+        assert stored(project) == sorted(f for done in groups[:g + 1] for f in expected(done))
