@@ -31,3 +31,22 @@ def test_a_gunicorn_worker_serving_pages_loads_no_numba(tmp_path, alice, acme):
         files = loaded_files(worker)
     assert any("/django/" in f or "psycopg" in f or "sqlite" in f for f in files), "the worker served Django"
     assert not [f for f in files if "/numba/" in f or "llvmlite" in f]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_a_worker_that_takes_the_analysis_queue_loads_numba(tmp_path):
+    from tests.processes import CeleryProcess, celery_env, running, wait_for, worker
+
+    control = CeleryProcess(celery_env(), tmp_path, "control", ("worker", "--pool=prefork", "--concurrency=1",
+                                                                "--loglevel=INFO", "-Q", "control", "-n", "control@%h"))
+    analysing = worker(celery_env(), tmp_path, "analysing")
+    with running(control, analysing):
+        wait_for(lambda: "analysis kernels loaded" in analysing.log_path.read_text(), 120,
+                 f"the analysis worker's kernels (see {tmp_path})")
+        wait_for(lambda: "ready." in control.log_path.read_text() and control.pool_pids(), 60,
+                 f"the control worker (see {tmp_path})")
+        [pool] = control.pool_pids()
+        assert not [f for f in loaded_files(pool) if "/numba/" in f or "llvmlite" in f]
+        [pool] = analysing.pool_pids()
+        assert [f for f in loaded_files(pool) if "llvmlite" in f]
+    assert "analysis kernels loaded" not in control.log_path.read_text()

@@ -41,10 +41,15 @@ STAGE_TASKS = {stage.name: _stage_task(stage) for stage in STAGES}
 
 @worker_process_init.connect
 def _analysis_kernels_load(**kwargs) -> None:
-    """A worker process loads the analysis's compiled loops as it starts (compiles them, the first time
-    after an install), not in its first analysis run: that took 7 s while the first quiet traces waited."""
+    """A worker process that takes the analysis queue loads the analysis's compiled loops as it starts
+    (compiles them, the first time after an install), not in its first analysis run: that took 7 s
+    while the first quiet traces waited. A worker kept for other queues (`-Q control`) never loads
+    them (Numba is about 80 MB a process)."""
+    from governance.celery import app
     from traces.analysis import kernels_load
 
+    if "analysis" not in app.amqp.queues.consume_from:
+        return
     began = time.perf_counter()
     kernels_load()
     log.info("analysis kernels loaded in %.1f s", time.perf_counter() - began)
