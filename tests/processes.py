@@ -79,12 +79,14 @@ class CeleryProcess(ProcessGroup):
             os.kill(pid, signal.SIGKILL)
 
 
-def worker(env: dict, log_dir: str | Path, name: str = "worker", *, concurrency: int = 1,
+def worker(env: dict, log_dir: str | Path, name: str = "worker", *, concurrency: int = 1, queues: str = "",
            stop_seconds: float = 30) -> CeleryProcess:
-    """A worker as production runs it (prefork, every queue), named `<name><start>@host`."""
+    """A worker as production runs it (prefork, every queue unless `queues` names some, as -Q does),
+    named `<name>@host`."""
     return CeleryProcess(env, log_dir, name, ("worker", "--pool=prefork", f"--concurrency={concurrency}",
                                               "--loglevel=INFO", "--without-gossip", "--without-mingle",
-                                              "--without-heartbeat", "-n", f"{name}@%h"),
+                                              "--without-heartbeat", "-n", f"{name}@%h",
+                                              *(("-Q", queues) if queues else ())),
                          stop_seconds=stop_seconds)
 
 

@@ -128,8 +128,7 @@ def test_the_finding_page_shows_both_sides_the_evidence_and_the_explanation(
 
 
 def _click_span(page, span_id: str):
-    box = page.evaluate(
-        """id => {
+    where = """id => {
             const gd = document.getElementById('tl-chart');
             const data = JSON.parse(document.getElementById('timeline-data').textContent);
             const i = data.spans.id.indexOf(id);
@@ -137,7 +136,11 @@ def _click_span(page, span_id: str):
             const k = h.customdata.indexOf(i);
             const fl = gd._fullLayout, rect = gd.getBoundingClientRect();
             return {x: rect.left + fl._size.l + fl.xaxis.l2p(h.x[k]), y: rect.top + fl._size.t + fl.yaxis.l2p(h.y[k])};
-        }""", span_id)
+        }"""
+    box = page.evaluate(where, span_id)
+    if not 0 <= box["y"] < page.viewport_size["height"]:  # a tall chart: the bar below the fold is not clickable
+        page.evaluate("y => window.scrollBy(0, y - window.innerHeight / 2)", box["y"])
+        box = page.evaluate(where, span_id)
     page.mouse.move(box["x"], box["y"])
     page.mouse.click(box["x"], box["y"])
 

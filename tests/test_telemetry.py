@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from io import StringIO
 from pathlib import Path
 
@@ -81,8 +82,11 @@ def test_span_counts_are_summed_over_every_gunicorn_worker(web_env, tmp_path, ac
     requests = 24
     with gunicorn_serving(env=web_env, log_path=tmp_path / "web.log",
                           options=("--workers", "3", "--timeout", "60")) as (url, _):
-        for trace in range(requests):
-            assert post_spans(url, key, spans(trace + 1, 5, bad=1)) == 200
+        # Sent from several threads at once: a sync worker serves one request at a time, so overlapping
+        # requests are spread over the workers (one after another, one idle worker may take them all).
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(lambda trace: post_spans(url, key, spans(trace + 1, 5, bad=1)), range(requests)))
+        assert statuses == [200] * requests
         text = get(f"{url}/metrics", {"Authorization": f"Bearer {TOKEN}"})[2].decode()
     found = samples(text)
     assert found[("causeway_spans_received_total", (("protocol", "http"),))] == requests * 6

@@ -35,10 +35,9 @@ def test_a_gunicorn_worker_serving_pages_loads_no_numba(tmp_path, alice, acme):
 
 @pytest.mark.django_db(transaction=True)
 def test_only_a_worker_that_takes_the_analysis_queue_loads_numba(tmp_path):
-    from tests.processes import CeleryProcess, celery_env, running, wait_for, worker
+    from tests.processes import celery_env, running, wait_for, worker
 
-    control = CeleryProcess(celery_env(), tmp_path, "control", ("worker", "--pool=prefork", "--concurrency=1",
-                                                                "--loglevel=INFO", "-Q", "control", "-n", "control@%h"))
+    control = worker(celery_env(), tmp_path, "control", queues="control")
     analysing = worker(celery_env(), tmp_path, "analysing")
     with running(control, analysing):
         wait_for(lambda: "analysis kernels loaded" in analysing.log_path.read_text(), 120,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from celery import current_task
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from django.conf import settings
 
 from governance.pipeline.services import batches_nudge_due, quiet_traces_hand_on, stage_run
@@ -25,13 +24,25 @@ def sweep() -> int:
     return handed
 
 
+# This process's worker node name, as its own queue is named (Celery's worker_direct): set as the worker
+# starts, before it forks its pool. A task's request.hostname is not it in every pool (the solo pool
+# gives the host name), and a holder named after a queue nobody consumes would strand the analysis.
+_node_name = ""
+
+
+@worker_init.connect
+def _node_name_keep(sender, **kwargs) -> None:
+    global _node_name
+    _node_name = sender.hostname
+
+
 def _stage_task(stage: Stage):
     # Each stage's failures are recorded on its batches (durable retries, dead letters), so the
     # task itself is not retried by Celery: a lost message is sent again by the sweep.
     @instrumented_task(name=stage.task_name, queue=stage.queue, time_limit=stage.time_limit,
                        soft_time_limit=stage.soft_time_limit)
     def run_stage(project_id: int) -> int:
-        return stage_run(stage=stage, project_id=project_id, worker=current_task.request.hostname or "")
+        return stage_run(stage=stage, project_id=project_id, worker=_node_name)
 
     return run_stage
 
