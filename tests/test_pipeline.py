@@ -234,6 +234,8 @@ def test_the_traces_list_shows_how_far_behind_analysis_is(client, alice, acme, c
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_the_pipeline_page_in_a_browser(page, live_server, acme, alice, dead_letter, tmp_path):
+    # The one wall-clock read: a lease 30 s ahead of the page's own now(), whatever the date or time of day
+    # (the browser tests run on the real clock, see conftest.clock).
     StageHolder.objects.create(project=acme, stage="analysis", worker="analysis1@host",
                                until=timezone.now() + timedelta(seconds=30))
     log_in(page, live_server, "alice")
